@@ -1,0 +1,1 @@
+"""Sub-commands of `fusionseg` that are not Lightning stages."""

@@ -78,10 +78,14 @@ class SegTarget:
 
 @dataclass
 class SegBatch:
-    """A collated batch. Images are padded bottom/right to a common size; sizes say what is real."""
+    """A collated batch. Images are padded bottom/right to a common size; sizes say what is real.
+
+    Training batches: target masks are at the padded image size (padding lies outside every mask).
+    Evaluation batches: target masks are at `orig_sizes`, where predictions are made and compared.
+    """
 
     images: Tensor  # (B, 3, H, W) float in [0, 1] (not normalized: each encoder normalizes itself)
-    targets: list[SegTarget]  # masks at the padded size (padding is outside every mask)
+    targets: list[SegTarget]
     image_sizes: list[tuple[int, int]]  # (h, w) of each image inside the padding
     orig_sizes: list[tuple[int, int]]  # (H, W) of each image as read from disk
     image_ids: list[str]

@@ -18,6 +18,7 @@ from fusionseg.encoders.registry import (
     encoder_class,
     parse_spec,
 )
+from fusionseg.encoders.spec import EncoderSpec
 from fusionseg.encoders.weights import WeightsError, load_matching, read_state_dict
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "REQUIRED_STRIDES",
     "Encoder",
     "EncoderPluginError",
+    "EncoderSpec",
     "UnknownEncoderError",
     "WeightsError",
     "available",

@@ -1,0 +1,140 @@
+"""`SegDataModule`: one LightningDataModule for every dataset and task, configured by typed arguments."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from lightning.pytorch import LightningDataModule
+
+from fusionseg.data.ade20k import ADE20KDataset
+from fusionseg.data.base import SegDataset, Transform
+from fusionseg.data.cityscapes import CityscapesDataset
+from fusionseg.data.coco import COCODataset
+from fusionseg.data.collate import ReportingDataLoader, SegCollate
+from fusionseg.data.kitti360 import KITTI360Dataset
+from fusionseg.data.labels.ade20k import ade20k_info
+from fusionseg.data.labels.cityscapes import cityscapes_info
+from fusionseg.data.labels.coco import coco_info
+from fusionseg.data.labels.kitti360 import kitti360_info
+from fusionseg.data.synthetic import SyntheticDataset, synthetic_info
+from fusionseg.data.transforms import EvalTransform, TrainTransform
+from fusionseg.structures import DatasetInfo
+
+DatasetName = Literal["synthetic", "ade20k", "cityscapes", "coco", "kitti360"]
+TaskName = Literal["semantic", "instance", "panoptic"]
+
+READERS: dict[str, type[SegDataset]] = {
+    "ade20k": ADE20KDataset,
+    "cityscapes": CityscapesDataset,
+    "coco": COCODataset,
+    "kitti360": KITTI360Dataset,
+    "synthetic": SyntheticDataset,
+}
+_INFO = {
+    "ade20k": ade20k_info,
+    "cityscapes": cityscapes_info,
+    "coco": coco_info,
+    "kitti360": kitti360_info,
+    "synthetic": synthetic_info,
+}
+
+
+def dataset_info(dataset: str, task: str) -> DatasetInfo:
+    """Class names, thing flags and colours of `dataset` for `task`, without touching the disk."""
+    if dataset not in READERS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {sorted(READERS)}")
+    if task not in READERS[dataset].tasks:
+        raise ValueError(f"dataset {dataset!r} supports tasks {READERS[dataset].tasks}, not {task!r}")
+    return _INFO[dataset](task)
+
+
+class SegDataModule(LightningDataModule):
+    """Training and evaluation data for one dataset and task.
+
+    Training: random scale (short side `crop_size * U(scale_range)`), `crop_size` square crop, flip, colour
+    jitter; batches padded to a multiple of 32, targets padded alike. Evaluation: the image optionally
+    resized to `eval_short_side`, targets at the original size. `info` (classes, thing ids) is available
+    right after construction. `dataset="synthetic"` needs no files (`synthetic_*` options); the others read
+    the official layout under `root`. `skip_corrupt=True` replaces unreadable files by the next readable
+    item and logs how many and which at the end of each epoch.
+    """
+
+    def __init__(
+        self,
+        dataset: DatasetName = "synthetic",
+        root: str | None = None,
+        task: TaskName = "semantic",
+        crop_size: int = 512,
+        batch_size: int = 8,
+        eval_batch_size: int = 1,
+        num_workers: int = 4,
+        scale_range: tuple[float, float] = (0.5, 2.0),
+        color_jitter: float = 0.3,
+        eval_short_side: int | None = None,
+        skip_corrupt: bool = False,
+        train_split: str = "train",
+        val_split: str = "val",
+        test_split: str | None = None,
+        synthetic_train_images: int = 512,
+        synthetic_val_images: int = 64,
+        synthetic_image_size: int = 256,
+        synthetic_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.info = dataset_info(dataset, task)
+        self.dataset, self.root, self.task = dataset, root, task
+        self.crop_size, self.batch_size, self.eval_batch_size = crop_size, batch_size, eval_batch_size
+        self.num_workers, self.skip_corrupt = num_workers, skip_corrupt
+        self.train_split, self.val_split, self.test_split = train_split, val_split, test_split or val_split
+        self.train_transform = TrainTransform(crop_size, tuple(scale_range), color_jitter=color_jitter)
+        self.eval_transform = EvalTransform(eval_short_side)
+        self.train_set: SegDataset | None = None
+        self.val_set: SegDataset | None = None
+        self.test_set: SegDataset | None = None
+
+    def build_dataset(self, split: str, transform: Transform | None) -> SegDataset:
+        """The reader for `split`, with `transform` (None: the image as read, in [0, 1])."""
+        if self.dataset == "synthetic":
+            hp = self.hparams
+            count = hp.synthetic_train_images if split == self.train_split else hp.synthetic_val_images
+            return SyntheticDataset(
+                count, hp.synthetic_image_size, hp.synthetic_seed, split=split, task=self.task, transform=transform
+            )
+        reader = READERS[self.dataset]
+        return reader(self.root, split=split, task=self.task, transform=transform, skip_corrupt=self.skip_corrupt)
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in ("fit", None) and self.train_set is None:
+            self.train_set = self.build_dataset(self.train_split, self.train_transform)
+        if stage in ("fit", "validate", None) and self.val_set is None:
+            self.val_set = self.build_dataset(self.val_split, self.eval_transform)
+        if stage in ("test", "predict", None) and self.test_set is None:
+            self.test_set = self.build_dataset(self.test_split, self.eval_transform)
+
+    def _loader(self, dataset: SegDataset | None, stage: str, train: bool) -> ReportingDataLoader:
+        if dataset is None:
+            raise RuntimeError(f"SegDataModule: call setup() before asking for the {stage} dataloader")
+        return ReportingDataLoader(
+            dataset,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            num_workers=self.num_workers,
+            collate_fn=SegCollate(pad_targets=train),
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            stage=stage,
+        )
+
+    def train_dataloader(self) -> ReportingDataLoader:
+        return self._loader(self.train_set, "train", train=True)
+
+    def val_dataloader(self) -> ReportingDataLoader:
+        return self._loader(self.val_set, "validate", train=False)
+
+    def test_dataloader(self) -> ReportingDataLoader:
+        return self._loader(self.test_set, "test", train=False)
+
+    def predict_dataloader(self) -> ReportingDataLoader:
+        return self._loader(self.test_set, "predict", train=False)

@@ -12,11 +12,13 @@ from fusionseg.data.base import SegDataset, Transform
 from fusionseg.data.cityscapes import CityscapesDataset
 from fusionseg.data.coco import COCODataset
 from fusionseg.data.collate import ReportingDataLoader, SegCollate
+from fusionseg.data.folder import ImageFolderDataset
 from fusionseg.data.kitti360 import KITTI360Dataset
 from fusionseg.data.labels.ade20k import ade20k_info
 from fusionseg.data.labels.cityscapes import cityscapes_info
 from fusionseg.data.labels.coco import coco_info
 from fusionseg.data.labels.kitti360 import kitti360_info
+from fusionseg.data.resumable import ResumableReportingDataLoader
 from fusionseg.data.synthetic import SyntheticDataset, synthetic_info
 from fusionseg.data.transforms import EvalTransform, TrainTransform
 from fusionseg.structures import DatasetInfo
@@ -57,7 +59,8 @@ class SegDataModule(LightningDataModule):
     resized to `eval_short_side`, targets at the original size. `info` (classes, thing ids) is available
     right after construction. `dataset="synthetic"` needs no files (`synthetic_*` options); the others read
     the official layout under `root`. `skip_corrupt=True` replaces unreadable files by the next readable
-    item and logs how many and which at the end of each epoch.
+    item and logs how many and which at the end of each epoch. `predict_root`: predict on a folder of images
+    instead of the test split. The training loader resumes mid-epoch from a checkpoint (see `resumable`).
     """
 
     def __init__(
@@ -80,6 +83,7 @@ class SegDataModule(LightningDataModule):
         synthetic_val_images: int = 64,
         synthetic_image_size: int = 256,
         synthetic_seed: int = 0,
+        predict_root: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -93,6 +97,7 @@ class SegDataModule(LightningDataModule):
         self.train_set: SegDataset | None = None
         self.val_set: SegDataset | None = None
         self.test_set: SegDataset | None = None
+        self.predict_set: SegDataset | None = None
 
     def build_dataset(self, split: str, transform: Transform | None) -> SegDataset:
         """The reader for `split`, with `transform` (None: the image as read, in [0, 1])."""
@@ -110,13 +115,16 @@ class SegDataModule(LightningDataModule):
             self.train_set = self.build_dataset(self.train_split, self.train_transform)
         if stage in ("fit", "validate", None) and self.val_set is None:
             self.val_set = self.build_dataset(self.val_split, self.eval_transform)
-        if stage in ("test", "predict", None) and self.test_set is None:
+        if stage == "predict" and self.hparams.predict_root is not None and self.predict_set is None:
+            self.predict_set = ImageFolderDataset(self.hparams.predict_root, self.info, self.eval_transform)
+        elif stage in ("test", "predict", None) and self.test_set is None:
             self.test_set = self.build_dataset(self.test_split, self.eval_transform)
 
     def _loader(self, dataset: SegDataset | None, stage: str, train: bool) -> ReportingDataLoader:
         if dataset is None:
             raise RuntimeError(f"SegDataModule: call setup() before asking for the {stage} dataloader")
-        return ReportingDataLoader(
+        loader_class = ResumableReportingDataLoader if train else ReportingDataLoader
+        return loader_class(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
             shuffle=train,
@@ -137,4 +145,5 @@ class SegDataModule(LightningDataModule):
         return self._loader(self.test_set, "test", train=False)
 
     def predict_dataloader(self) -> ReportingDataLoader:
-        return self._loader(self.test_set, "predict", train=False)
+        dataset = self.predict_set if self.predict_set is not None else self.test_set
+        return self._loader(dataset, "predict", train=False)

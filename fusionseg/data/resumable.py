@@ -17,11 +17,14 @@ Lightning's data fetcher does not read ahead of the training loop for loaders wi
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator, Sized
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+from fusionseg.data.collate import ReportingDataLoader
 
 
 class EpochSeededSampler(Sampler[int]):
@@ -72,7 +75,8 @@ class _SkipResumed(Iterable):
 class ResumableDataLoader(DataLoader):
     """A `DataLoader` that remembers how many batches of the current epoch were trained on.
 
-    `shuffle=True` without a `sampler` uses `EpochSeededSampler(dataset, seed)`. Everything else is
+    `shuffle=True` without a `sampler` uses `EpochSeededSampler(dataset, seed)`; `seed=None` takes the
+    run's seed (`PL_GLOBAL_SEED`, set by `seed_everything`, as Lightning's own DistributedSampler does). Everything else is
     passed to `torch.utils.data.DataLoader`. Lightning calls `state_dict()` when it writes a
     checkpoint and `load_state_dict()` before the resumed epoch starts.
 
@@ -87,9 +91,10 @@ class ResumableDataLoader(DataLoader):
         batch_size: int | None = 1,
         shuffle: bool | None = None,
         sampler: Sampler | Iterable | None = None,
-        seed: int = 0,
+        seed: int | None = None,
         **kwargs: Any,
     ) -> None:
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0)) if seed is None else seed
         if shuffle and sampler is None:
             sampler, shuffle = EpochSeededSampler(dataset, seed=seed), None  # type: ignore[arg-type]
         super().__init__(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler, **kwargs)
@@ -137,3 +142,7 @@ class ResumableDataLoader(DataLoader):
         if epoch is not None and sampler is not None:
             sampler.set_epoch(epoch)  # workers may draw indices before Lightning sets the epoch
         self._resume = (int(state["batches_in_epoch"]), epoch)
+
+
+class ResumableReportingDataLoader(ResumableDataLoader, ReportingDataLoader):
+    """SegDataModule's training loader: resumes mid-epoch and reports the unreadable files it skipped."""

@@ -134,7 +134,8 @@ def _check_rope_periods(periods: Tensor, model: DINOv3ViTModel) -> None:
     if periods.shape != expected.shape or not torch.allclose(periods.float(), expected, rtol=1e-4):
         raise WeightsError(
             f"rope_embed.periods of the checkpoint ({tuple(periods.shape)}) differ from DINOv3ViTConfig's RoPE "
-            f"(base {model.config.rope_theta}, {tuple(expected.shape)}): the checkpoint is not a DINOv3 ViT of this size"
+            f"(base {model.config.rope_theta}, {tuple(expected.shape)}): "
+            f"the checkpoint is not a DINOv3 ViT of this size"
         )
 
 
@@ -206,7 +207,8 @@ class DINOv3Encoder(Encoder):
             )
         try:
             model, info = DINOv3ViTModel.from_pretrained(
-                path, local_files_only=True, output_loading_info=True, dtype=torch.float32, drop_path_rate=drop_path_rate
+                path, local_files_only=True, output_loading_info=True, dtype=torch.float32,
+                drop_path_rate=drop_path_rate,
             )
         except Exception as err:
             raise WeightsError(f"could not load a DINOv3ViTModel from {path}: {type(err).__name__}: {err}") from err

@@ -114,7 +114,7 @@ class SAM2Encoder(Encoder):
 
     def forward_features(self, x: Tensor) -> dict[int, Tensor]:
         features, _positions = self.image_encoder.neck(self.image_encoder.trunk(x))
-        return dict(zip(REQUIRED_STRIDES, features))
+        return dict(zip(REQUIRED_STRIDES, features, strict=True))
 
     def describe(self) -> dict[str, object]:
         return {**super().describe(), "size": self.size}

@@ -70,7 +70,8 @@ class TimmEncoder(Encoder):
         if not feature_info or not hasattr(probe, "forward_intermediates"):
             raise ValueError(
                 f"timm model {model_name!r} has no feature_info/forward_intermediates, so its feature maps "
-                f"cannot be taken; use a model with a feature pyramid (e.g. resnet50, convnext_tiny, swin_tiny_patch4_window7_224) "
+                f"cannot be taken; use a model with a feature pyramid (e.g. resnet50, convnext_tiny, "
+                f"swin_tiny_patch4_window7_224) "
                 f"or a plain ViT with patch 16 (e.g. vit_small_patch16_224)"
             )
         if "dynamic_img_size" in inspect.signature(type(probe).__init__).parameters:
@@ -87,7 +88,8 @@ class TimmEncoder(Encoder):
         else:
             raise ValueError(
                 f"timm model {model_name!r} has levels at strides {reductions}; an encoder needs levels at "
-                f"{list(REQUIRED_STRIDES)}, or a plain ViT with patch {VIT_PATCH} (whose pyramid is built from its last block)"
+                f"{list(REQUIRED_STRIDES)}, or a plain ViT with patch {VIT_PATCH} "
+                f"(whose pyramid is built from its last block)"
             )
         pretrained_cfg = dict(getattr(probe, "pretrained_cfg", None) or {})
         del probe
@@ -119,7 +121,8 @@ class TimmEncoder(Encoder):
 
         load_matching(self.model, read_state_dict(weights), source=str(weights), rename=drop_classifier)
         if dropped:
-            log.info("%s: ignored %d classifier keys of %s (%s)", self.model_name, len(dropped), weights, ", ".join(dropped))
+            log.info("%s: ignored %d classifier keys of %s (%s)", self.model_name, len(dropped), weights,
+                     ", ".join(dropped))
 
     def forward_features(self, x: Tensor) -> dict[int, Tensor]:
         feats = self.model.forward_intermediates(
@@ -129,7 +132,7 @@ class TimmEncoder(Encoder):
         if self.neck is not None:
             out = self.neck(feats[-1])
         else:
-            out = dict(zip(REQUIRED_STRIDES, feats))
+            out = dict(zip(REQUIRED_STRIDES, feats, strict=True))
         for s, f in out.items():
             if tuple(f.shape[-2:]) != (h // s, w // s):
                 raise RuntimeError(

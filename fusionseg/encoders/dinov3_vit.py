@@ -38,6 +38,13 @@ SIZES: dict[str, dict[str, object]] = {
 }
 COMMON = dict(patch_size=16, num_register_tokens=4, use_gated_mlp=False, hidden_act="gelu", proj_bias=True)
 
+# Config fields that change the network (or its outputs), compared when loading a transformers directory.
+ARCHITECTURE = (
+    "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "patch_size", "num_channels",
+    "num_register_tokens", "use_gated_mlp", "hidden_act", "query_bias", "key_bias", "value_bias", "proj_bias",
+    "mlp_bias", "layer_norm_eps", "rope_theta",
+)
+
 # Meta name -> transformers name, for per-block keys (`blocks.N.` prefix removed).
 BLOCK_RENAMES = {
     "norm1.": "norm1.",
@@ -198,8 +205,11 @@ class DINOv3Encoder(Encoder):
             config = DINOv3ViTConfig.from_pretrained(path, local_files_only=True)
         except Exception as err:
             raise WeightsError(f"could not read the DINOv3 config in {path}: {type(err).__name__}: {err}") from err
-        wanted = {**COMMON, **SIZES[size]}
-        differ = {k: (getattr(config, k, None), v) for k, v in wanted.items() if getattr(config, k, None) != v}
+        # The whole architecture must match, so that rebuilding from `size` alone (e.g. when a training
+        # checkpoint provides the weights) gives the same network.
+        ours = dinov3_config(size)
+        differ = {k: (getattr(config, k, None), getattr(ours, k)) for k in ARCHITECTURE
+                  if getattr(config, k, None) != getattr(ours, k)}
         if differ:
             raise WeightsError(
                 f"{path} holds a different DINOv3 than size={size!r}: "

@@ -82,7 +82,7 @@ def test_images_without_segments_train_on_no_object_only() -> None:
 @pytest.mark.parametrize(
     "build, message",
     [
-        (lambda: tiny_head().loss(tiny_head()(pyramid(64, 64)), two_region_targets()[:1]), "1 targets for a batch of 2"),
+        (lambda: tiny_head().loss(tiny_head()(pyramid(64, 64)), two_region_targets()[:1]), "1 targets for a batch"),
         (lambda: Mask2FormerHead({4: 8, 8: 8, 16: 8}, num_classes=2), r"lacks \[32\]"),
         (lambda: Mask2FormerHead({s: 8 for s in (4, 8, 16, 32)}, num_classes=2, hidden_dim=48), "multiple of 32"),
         (lambda: tiny_head()(pyramid(64, 64, channels=8)), "built for 16 channels"),

@@ -99,7 +99,9 @@ class Mask2FormerHead(nn.Module):
         if missing:
             raise ValueError(f"the Mask2Former head needs strides {list(HEAD_STRIDES)}; in_channels lacks {missing}")
         if hidden_dim <= 0 or hidden_dim % 32:
-            raise ValueError(f"hidden_dim={hidden_dim} must be a positive multiple of 32 (the pixel decoder uses GroupNorm(32))")
+            raise ValueError(
+                f"hidden_dim={hidden_dim} must be a positive multiple of 32 (the pixel decoder uses GroupNorm(32))"
+            )
         if hidden_dim % num_heads:
             raise ValueError(f"hidden_dim={hidden_dim} must be divisible by num_heads={num_heads}")
         if num_classes < 1 or num_queries < 1 or dec_layers < 1 or train_points < 1:

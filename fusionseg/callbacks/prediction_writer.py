@@ -1,0 +1,90 @@
+"""`fusionseg predict`: every prediction written as label PNGs and a colour overlay."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import BasePredictionWriter
+from PIL import Image
+from torch import Tensor
+
+from fusionseg.callbacks.overlay import class_colors, overlay, prediction_maps, resize_image
+from fusionseg.structures import IGNORE_INDEX, SegBatch, SegPrediction
+
+VOID_16BIT = 65535
+
+
+def save_label_png(path: Path, labels: Tensor, num_classes: int) -> None:
+    """Class ids per pixel: 8-bit with 255 = void for up to 255 classes, else 16-bit with 65535 = void."""
+    array = labels.cpu().numpy()
+    if num_classes < IGNORE_INDEX:
+        Image.fromarray(array.clip(0, 255).astype(np.uint8)).save(path)  # 2-D uint8: mode "L"
+    else:
+        array = np.where(array == IGNORE_INDEX, VOID_16BIT, array)
+        Image.fromarray(array.astype(np.uint16)).save(path)
+
+
+class SegPredictionWriter(BasePredictionWriter):
+    """Writes each predicted image under `output_dir` (default `<default_root_dir>/predictions`):
+
+    - `labels/<id>.png`: class per pixel (8-bit, 255 = nothing predicted; 16-bit, 65535 = nothing, for
+      255 classes or more);
+    - `overlays/<id>.png`: the dataset's class colours blended over the image (segment outlines in white
+      for instance and panoptic predictions);
+    - instance and panoptic: `segments/<id>.png` (16-bit segment index, 0 = none) and `segments/<id>.json`
+      (`[{id, label, score}]`, with `class_names`).
+
+    Instance masks with a score below `score_threshold` are not drawn. `<id>` is the image id, e.g. the
+    path under the predicted folder, so the output mirrors its layout.
+    """
+
+    def __init__(self, output_dir: str | None = None, alpha: float = 0.5, score_threshold: float = 0.5) -> None:
+        super().__init__(write_interval="batch")
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha={alpha} must be in [0, 1]")
+        self.output_dir = output_dir
+        self.alpha = alpha
+        self.score_threshold = score_threshold
+        self.written: list[Path] = []
+        self._colors: Tensor | None = None
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage != "predict":
+            return
+        self.output_dir = self.output_dir or os.path.join(trainer.default_root_dir, "predictions")
+        info = getattr(trainer.datamodule, "info", None)
+        self._colors = class_colors(pl_module.num_classes, info)
+        self.written = []
+
+    def write_on_batch_end(self, trainer: Trainer, pl_module: LightningModule, prediction: Sequence[SegPrediction],
+                           batch_indices: Sequence[int] | None, batch: SegBatch, batch_idx: int,
+                           dataloader_idx: int) -> None:
+        assert self._colors is not None and self.output_dir is not None
+        root = Path(self.output_dir)
+        names = getattr(pl_module, "class_names", None)
+        for i, pred in enumerate(prediction):
+            image_id = str(batch.image_ids[i])
+            h, w = batch.image_sizes[i]
+            image = resize_image(batch.images[i, :, :h, :w].cpu(), tuple(batch.orig_sizes[i]))
+            maps = prediction_maps(pred, self.score_threshold)
+            self._save(root / "labels" / f"{image_id}.png", lambda p: save_label_png(p, maps.semantic, pl_module.num_classes))
+            picture = overlay(image, maps.semantic, self._colors, self.alpha, maps.segments)
+            self._save(root / "overlays" / f"{image_id}.png", lambda p: Image.fromarray(picture.numpy()).save(p))
+            if maps.segments is not None:
+                segs = maps.segments.numpy().astype(np.uint16)
+                self._save(root / "segments" / f"{image_id}.png", lambda p: Image.fromarray(segs).save(p))
+                info: list[dict[str, Any]] = [
+                    {**s, "class_name": names[int(s["label"])]} if names else dict(s) for s in maps.segment_info
+                ]
+                self._save(root / "segments" / f"{image_id}.json", lambda p: p.write_text(json.dumps(info, indent=1)))
+
+    def _save(self, path: Path, write: Any) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(path)
+        self.written.append(path)

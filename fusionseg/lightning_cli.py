@@ -1,0 +1,115 @@
+"""`fusionseg fit | validate | test | predict`: LightningCLI with FusedSegModule and SegDataModule.
+
+The data module owns the label space: its `info` (number of classes, thing ids, class names) and
+`task` are linked into the model, so a config names them once. Default callbacks, each configurable
+under its own key (`--last_checkpoint.every_n_train_steps 500`, `--metric_profiler.num_batches 4`, ...):
+
+- `metric_profiler`: MetricProfiler (profiles the encoders and sets the plan when `model.plan` is `auto`)
+- `last_checkpoint`: `last.ckpt` every N steps and at the end; `fit --ckpt_path last` resumes
+- `best_checkpoint`: the best checkpoint by the task's main metric
+- `lr_monitor`: learning rates per step
+- `visuals`: TensorBoard images, feature PCA maps, SC/EF of the fused features, custom-scalar layout
+- `prediction_writer`: label PNGs and colour overlays of `predict`
+
+Checkpoints go to `<trainer.default_root_dir>/checkpoints`, TensorBoard logs to
+`<trainer.default_root_dir>/lightning_logs`. `validate` and `test` print the results table.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_info
+
+from fusionseg.callbacks.checkpointing import BestCheckpoint, LastCheckpoint
+from fusionseg.callbacks.prediction_writer import SegPredictionWriter
+from fusionseg.callbacks.profiler import MetricProfiler
+from fusionseg.callbacks.visuals import TensorBoardVisuals
+from fusionseg.data import SegDataModule
+from fusionseg.module import FusedSegModule
+
+DEFAULT_CALLBACKS = {
+    "metric_profiler": MetricProfiler,
+    "last_checkpoint": LastCheckpoint,
+    "best_checkpoint": BestCheckpoint,
+    "lr_monitor": LearningRateMonitor,
+    "visuals": TensorBoardVisuals,
+    "prediction_writer": SegPredictionWriter,
+}
+
+
+def _num_classes(data: SegDataModule) -> int:
+    return data.info.num_classes
+
+
+def _thing_ids(data: SegDataModule) -> list[int]:
+    return list(data.info.thing_ids)
+
+
+def _class_names(data: SegDataModule) -> list[str]:
+    return list(data.info.class_names)
+
+
+class FusionSegCLI(LightningCLI):
+    """LightningCLI for FusedSegModule + SegDataModule with fusionseg's default callbacks and links."""
+
+    def __init__(self, args: Sequence[str] | None = None, run: bool = True, **kwargs: Any) -> None:
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("auto_configure_optimizers", False)  # the module builds its own AdamW + poly schedule
+        kwargs.setdefault("seed_everything_default", 0)
+        super().__init__(FusedSegModule, SegDataModule, args=args, run=run, **kwargs)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        for key, callback in DEFAULT_CALLBACKS.items():
+            parser.add_lightning_class_args(callback, key)
+        parser.set_defaults({"lr_monitor.logging_interval": "step"})
+        parser.link_arguments("data.task", "model.task")
+        for target, fn in (("num_classes", _num_classes), ("thing_ids", _thing_ids), ("class_names", _class_names)):
+            parser.link_arguments("data", f"model.{target}", compute_fn=fn, apply_on="instantiate")
+
+    # -- fit: tell the profiler when a checkpoint will bring the plan -----------------------------
+    def before_fit(self) -> None:
+        ckpt_path = self.config_init[self.subcommand].get("ckpt_path")
+        if ckpt_path == "last":  # Lightning's rule: the newest last*.ckpt of the checkpoint callbacks, if any
+            found = set()
+            for callback in self.trainer.checkpoint_callbacks:
+                found |= callback._find_last_checkpoints(self.trainer)
+            ckpt_path = max(found, key=os.path.getmtime) if found else None
+        self._callback(MetricProfiler).resume_checkpoint = ckpt_path
+
+    # -- validate / test: the paper-style results table ----------------------------------------------
+    def after_validate(self) -> None:
+        self._print_table("val")
+
+    def after_test(self) -> None:
+        self._print_table("test")
+
+    def _print_table(self, split: str) -> None:
+        from fusionseg.evaluation.table import format_results
+
+        prefix = f"{split}/"
+        results = {k[len(prefix):]: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith(prefix)}
+        if not results:
+            raise RuntimeError(f"no {prefix}* metrics were logged; the {split} set may be empty")
+        names = self.model.class_names or [f"class_{i}" for i in range(self.model.num_classes)]
+        table = format_results(self.model.task, results, names)
+        rank_zero_info(f"\n{split} results ({self.model.task}, {self.datamodule.info.name}):\n{table}\n")
+
+    def _callback(self, cls: type) -> Any:
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, cls):
+                return callback
+        raise LookupError(f"the trainer has no {cls.__name__} callback")
+
+
+def run_lightning_cli(argv: Sequence[str] | None = None) -> FusionSegCLI:
+    """Run `fusionseg <subcommand> ...` (fit, validate, test, predict); returns the CLI object."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # LightningCLI warns when given args while sys.argv has some too; from the console script they are the same.
+    args = None if argv == sys.argv[1:] else argv
+    return FusionSegCLI(args=args)

@@ -1,0 +1,71 @@
+"""Seeded k-means through faiss: on the GPU when the rows are on a GPU and faiss has GPU support.
+
+faiss learns the centroids (Lloyd iterations, random init from `seed`, at most
+`max_points_per_centroid * k` training rows as faiss does by default); the labels of all rows are
+then the nearest centroid, computed in torch on the rows' own device.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import faiss
+import numpy as np
+import torch
+from torch import Tensor
+
+NITER = 25  # faiss's default number of Lloyd iterations
+MAX_POINTS_PER_CENTROID = 256  # faiss's default training-set cap per centroid
+
+
+def faiss_has_gpu() -> bool:
+    """True when the installed faiss is built with GPU support and sees at least one GPU."""
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+@functools.lru_cache(maxsize=None)
+def _gpu_resources(device_index: int) -> Any:
+    # One StandardGpuResources per GPU: creating it reserves scratch memory, so it is reused.
+    return faiss.StandardGpuResources()
+
+
+def _index(d: int, device: torch.device) -> Any:
+    if device.type == "cuda" and faiss_has_gpu():
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        config = faiss.GpuIndexFlatConfig()
+        config.device = index
+        return faiss.GpuIndexFlatL2(_gpu_resources(index), d, config)
+    return faiss.IndexFlatL2(d)
+
+
+def kmeans(
+    x: Tensor,
+    k: int,
+    seed: int = 0,
+    niter: int = NITER,
+    max_points_per_centroid: int = MAX_POINTS_PER_CENTROID,
+) -> tuple[Tensor, Tensor]:
+    """Cluster the rows of `x` `(n, d)` into `k` groups.
+
+    Returns `(centroids (k, d) float32, labels (n,) int64)`, both on the device of `x`. Runs on
+    the GPU (faiss `GpuIndexFlatL2`) when `x` is on a CUDA device and faiss has GPU support,
+    on the CPU otherwise; the result depends only on `x`, `k` and the arguments.
+    """
+    if x.dim() != 2:
+        raise ValueError(f"k-means takes (n, d) rows, got shape {tuple(x.shape)}")
+    n, d = x.shape
+    if not 1 <= k <= n:
+        raise ValueError(f"k-means needs 1 <= k <= n rows, got k={k} for n={n}")
+    rows = x.detach().float()
+    params = faiss.ClusteringParameters()
+    params.niter = niter
+    params.seed = seed
+    params.min_points_per_centroid = 1  # small maps are legitimate input; no warning for them
+    params.max_points_per_centroid = max_points_per_centroid
+    params.verbose = False
+    clustering = faiss.Clustering(d, k, params)
+    clustering.train(np.ascontiguousarray(rows.cpu().numpy()), _index(d, rows.device))
+    centroids = torch.from_numpy(faiss.vector_to_array(clustering.centroids).reshape(k, d)).to(rows.device)
+    labels = torch.cdist(rows, centroids).argmin(dim=1)
+    return centroids, labels

@@ -1,0 +1,221 @@
+"""`fusionseg profile`: score encoders per stride (SC, EF), choose the fusion plan, draw the evidence.
+
+    fusionseg profile --encoders edges regions --images DIR --num-images 8 --image-size 256 --out OUT
+
+Writes OUT/profile.json, profile.csv, plan.json, profile.png and OUT/maps/<encoder>/... pictures,
+and prints the SC/EF table and the plan.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from PIL import Image
+from torch import Tensor
+
+from fusionseg.encoders import Encoder, EncoderPluginError, EncoderSpec, UnknownEncoderError
+from fusionseg.plan import PLAN_TASKS
+from fusionseg.profiling import plan_fusion, profile_encoders
+from fusionseg.visualize import save_feature_maps, save_image, save_profile_figure
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def sample_images_dir() -> Path:
+    """The folder of sample photographs shipped with fusionseg."""
+    return Path(str(resources.files("fusionseg") / "assets" / "samples"))
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """The jpg/png files directly in `folder`, sorted; a clear error when there are none."""
+    folder = Path(folder)
+    looked_for = ", ".join(f"*{s}" for s in IMAGE_SUFFIXES)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder {folder} does not exist (looked for {looked_for} in it)")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"no images in {folder}: looked for {looked_for} (any letter case)")
+    return files
+
+
+def square_resize(image: Tensor, size: int) -> Tensor:
+    """Center-crop `(3, H, W)` to a square and resize it (bilinear, antialiased) to `size x size`."""
+    h, w = image.shape[-2:]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    crop = image[:, top : top + side, left : left + side]
+    return F.interpolate(crop[None].float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0].clamp(0, 1)
+
+
+def load_image(path: Path, size: int) -> Tensor:
+    with Image.open(path) as img:
+        arr = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+    return square_resize(torch.from_numpy(arr).permute(2, 0, 1), size)
+
+
+def folder_images(folder: str | Path, num_images: int, size: int) -> Tensor:
+    files = list_images(folder)[:num_images]
+    return torch.stack([load_image(p, size) for p in files])
+
+
+def build_datamodule(config: str | Path) -> Any:
+    """A `SegDataModule` from YAML: `data: {class_path: ..., init_args: {...}}` or its init args directly."""
+    from jsonargparse import ArgumentParser
+
+    from fusionseg.data import SegDataModule  # imported here: only `--data` needs the datasets
+
+    cfg = yaml.safe_load(Path(config).read_text()) or {}
+    section = cfg.get("data", cfg) if isinstance(cfg, dict) else None
+    if not isinstance(section, dict) or not section:
+        raise ValueError(
+            f"{config}: expected `data: {{class_path: fusionseg.data.SegDataModule, init_args: {{...}}}}` "
+            "or the SegDataModule arguments (e.g. `dataset: ..., root: ...`) at the top level"
+        )
+    parser = ArgumentParser(exit_on_error=False)
+    if "class_path" in section:
+        parser.add_subclass_arguments(SegDataModule, "data")
+    else:
+        parser.add_class_arguments(SegDataModule, "data")
+    parsed = parser.parse_object({"data": section})
+    return parser.instantiate_classes(parsed).data
+
+
+def dataset_images(config: str | Path, num_images: int, size: int) -> Tensor:
+    """The first `num_images` validation images of a dataset config, each cropped to its true size and squared."""
+    datamodule = build_datamodule(config)
+    datamodule.setup("validate")
+    out: list[Tensor] = []
+    batches: Iterator[Any] = iter(datamodule.val_dataloader())
+    for batch in batches:
+        for i, image in enumerate(batch.images):
+            h, w = (int(v) for v in batch.image_sizes[i])
+            out.append(square_resize(image[:, :h, :w], size))
+            if len(out) == num_images:
+                return torch.stack(out)
+    if not out:
+        raise ValueError(f"the validation split of {config} holds no images")
+    return torch.stack(out)
+
+
+def encoder_labels(specs: Sequence[EncoderSpec]) -> list[str]:
+    """Names for a profile: the registry name, or `name-value-...` when a name is given more than once
+    (the full spec string if that is still ambiguous)."""
+    names = [s.name for s in specs]
+    labels = []
+    for spec in specs:
+        if names.count(spec.name) == 1:
+            labels.append(spec.name)
+        else:
+            values = "-".join(str(v) for v in spec.args.values())
+            labels.append(f"{spec.name}-{values}" if values else spec.name)
+    if len(set(labels)) < len(labels):
+        labels = [str(s) for s in specs]
+    if len(set(labels)) < len(labels):
+        raise ValueError(f"encoders {labels} are given more than once with the same arguments")
+    return labels
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="fusionseg profile",
+        description="Score encoders per stride with the label-free SC and EF metrics and choose the fusion plan.",
+    )
+    parser.add_argument("--encoders", nargs="+", default=["edges", "regions"], metavar="NAME[:key=value,...]",
+                        help="encoders from the registry (see `fusionseg encoders`), default: edges regions")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--images", type=Path, help="folder of jpg/png images (default: the shipped sample photographs)")
+    source.add_argument("--data", type=Path, help="dataset YAML (a SegDataModule config); its validation images are used")
+    parser.add_argument("--num-images", type=int, default=16, help="number of images to profile (default 16)")
+    parser.add_argument("--image-size", type=int, default=256, help="images are center-cropped and resized to S x S")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--task", choices=PLAN_TASKS, default="semantic", help="task the plan is made for")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-maps", type=int, default=2, help="images drawn per encoder and stride into OUT/maps")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(list(argv))
+    for name in ("num_images", "image_size", "batch_size"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.num_maps < 0:
+        parser.error(f"--num-maps must be >= 0, got {args.num_maps}")
+    return args
+
+
+def build_encoders(specs: Sequence[str], device: torch.device) -> dict[str, Encoder]:
+    parsed = [EncoderSpec.parse(s) for s in specs]
+    return {label: spec.build().to(device).eval() for label, spec in zip(encoder_labels(parsed), parsed)}
+
+
+def _device(name: str) -> torch.device:
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    return device
+
+
+def run(args: argparse.Namespace) -> int:
+    torch.manual_seed(args.seed)
+    device = _device(args.device)
+    if args.data is not None:
+        images = dataset_images(args.data, args.num_images, args.image_size)
+        source = f"validation images of {args.data}"
+    else:
+        folder = args.images if args.images is not None else sample_images_dir()
+        images = folder_images(folder, args.num_images, args.image_size)
+        source = str(folder)
+    if images.shape[0] < args.num_images:
+        print(f"note: {source} holds {images.shape[0]} images; profiling all of them (asked for {args.num_images})")
+    encoders = build_encoders(args.encoders, device)
+    print(f"profiling {', '.join(encoders)} on {images.shape[0]} images of {args.image_size}x{args.image_size} "
+          f"from {source} ({device})")
+    profile = profile_encoders(encoders, images, batch_size=args.batch_size, progress=not args.no_progress,
+                               seed=args.seed)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    profile.save_json(out / "profile.json")
+    profile.save_csv(out / "profile.csv")
+    plan = plan_fusion(profile, task=args.task) if len(encoders) >= 2 else None
+    if plan is not None:
+        plan.save(out / "plan.json")
+    save_profile_figure(out / "profile.png", profile, plan)
+    _draw_maps(out / "maps", encoders, images[: args.num_maps], device)
+    print()
+    print(profile.table())
+    print()
+    if plan is None:
+        print("one encoder profiled: no fusion plan (a plan needs a structure-strong and an edge-strong encoder)")
+    else:
+        print(f"plan: {plan.summary()}")
+    print(f"wrote {out}/profile.json, profile.csv{', plan.json' if plan else ''}, profile.png and maps/")
+    return 0
+
+
+@torch.no_grad()
+def _draw_maps(folder: Path, encoders: dict[str, Encoder], images: Tensor, device: torch.device) -> None:
+    if images.shape[0] == 0:
+        return
+    for i, image in enumerate(images):
+        save_image(folder / f"image{i}.png", image.permute(1, 2, 0).numpy())
+    for label, enc in encoders.items():
+        x = images.to(device)
+        save_feature_maps(folder, label, enc(enc.normalize(x)), x)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return run(args)
+    except (FileNotFoundError, ValueError, UnknownEncoderError, EncoderPluginError) as err:
+        print(f"fusionseg profile: error: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,405 @@
+"""Metric profiles of encoders over images, and the fusion plan made from them.
+
+A `Profile` holds, per encoder and per stride, the mean and population std over images of the
+ten metrics of `fusionseg.metrics.METRIC_NAMES`, and the number of images. `ProfileBuilder`
+collects per-image values batch by batch (they can be gathered from several processes and added
+together); `profile_encoders` runs encoders over images; `plan_fusion` turns a profile into a
+`FusionPlan` following the rules of docs/spec `metrics.md` ("The fusion plan").
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from fusionseg.metrics import METRIC_NAMES, pyramid_metrics
+from fusionseg.plan import PLAN_TASKS, FusionPlan
+
+PROFILE_FORMAT = "fusionseg-profile"
+PROFILE_VERSION = 1
+STRUCTURE_LED = ("semantic", "instance", "panoptic")
+
+Values = Mapping[str, Mapping[int, Mapping[str, Tensor | Sequence[float]]]]
+
+
+@dataclass(frozen=True)
+class MetricStat:
+    """Mean and population std of one metric over `count` images (sufficient statistics: they merge exactly)."""
+
+    mean: float
+    std: float
+    count: int
+
+    @classmethod
+    def of(cls, values: Tensor | Sequence[float]) -> MetricStat:
+        v = torch.as_tensor(values, dtype=torch.float64).flatten()
+        if v.numel() == 0:
+            raise ValueError("a metric statistic needs at least one value")
+        return cls(float(v.mean()), float(v.std(correction=0)), int(v.numel()))
+
+    def merge(self, other: MetricStat) -> MetricStat:
+        """The statistic of both sets of images together (Chan et al.'s parallel variance)."""
+        n = self.count + other.count
+        delta = other.mean - self.mean
+        m2 = self.std**2 * self.count + other.std**2 * other.count + delta**2 * self.count * other.count / n
+        return MetricStat(self.mean + delta * other.count / n, math.sqrt(max(m2 / n, 0.0)), n)
+
+
+class Profile:
+    """Per encoder, per stride: mean and std over images of the ten metrics, and the number of images.
+
+    >>> p = Profile.from_values({"regions": {4: {m: [0.5, 0.7] for m in METRIC_NAMES}}})
+    >>> round(p.mean("regions", 4, "sc"), 3), p.num_images("regions")
+    (0.6, 2)
+    """
+
+    def __init__(self, stats: Mapping[str, Mapping[int, Mapping[str, MetricStat]]]) -> None:
+        self.stats: dict[str, dict[int, dict[str, MetricStat]]] = {}
+        for encoder, strides in stats.items():
+            if not strides:
+                raise ValueError(f"profile of encoder {encoder!r} has no strides")
+            self.stats[encoder] = {}
+            for stride, metrics in sorted((int(s), m) for s, m in strides.items()):
+                missing = [m for m in METRIC_NAMES if m not in metrics]
+                if missing:
+                    raise ValueError(f"profile of {encoder!r} at stride {stride} lacks metrics {missing}")
+                self.stats[encoder][stride] = {m: metrics[m] for m in METRIC_NAMES}
+
+    # -- reading ----------------------------------------------------------------------------
+    @property
+    def encoders(self) -> list[str]:
+        return list(self.stats)
+
+    def strides(self, encoder: str) -> list[int]:
+        return list(self._encoder(encoder))
+
+    def _encoder(self, encoder: str) -> dict[int, dict[str, MetricStat]]:
+        if encoder not in self.stats:
+            raise KeyError(f"no profile of encoder {encoder!r}; profiled: {self.encoders}")
+        return self.stats[encoder]
+
+    def stat(self, encoder: str, stride: int, metric: str) -> MetricStat:
+        strides = self._encoder(encoder)
+        if stride not in strides:
+            raise KeyError(f"encoder {encoder!r} was profiled at strides {list(strides)}, not {stride}")
+        if metric not in METRIC_NAMES:
+            raise KeyError(f"unknown metric {metric!r}; metrics: {list(METRIC_NAMES)}")
+        return strides[stride][metric]
+
+    def mean(self, encoder: str, stride: int, metric: str) -> float:
+        return self.stat(encoder, stride, metric).mean
+
+    def std(self, encoder: str, stride: int, metric: str) -> float:
+        return self.stat(encoder, stride, metric).std
+
+    def curve(self, encoder: str, metric: str) -> dict[int, float]:
+        """`{stride: mean}` of one metric of one encoder."""
+        return {s: self.mean(encoder, s, metric) for s in self.strides(encoder)}
+
+    def num_images(self, encoder: str) -> int:
+        return next(iter(self._encoder(encoder).values()))[METRIC_NAMES[0]].count
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Profile) and self.stats == other.stats
+
+    def __repr__(self) -> str:
+        return f"Profile({', '.join(f'{e}: {self.num_images(e)} images' for e in self.encoders)})"
+
+    # -- building -----------------------------------------------------------------------------
+    @classmethod
+    def from_values(cls, values: Values) -> Profile:
+        """From per-image values `{encoder: {stride: {metric: (N,) values}}}`."""
+        return cls(
+            {
+                encoder: {int(s): {m: MetricStat.of(v) for m, v in metrics.items()} for s, metrics in strides.items()}
+                for encoder, strides in values.items()
+            }
+        )
+
+    @classmethod
+    def merge(cls, profiles: Iterable[Profile]) -> Profile:
+        """One profile of all the images of several profiles (e.g. one per process)."""
+        merged: dict[str, dict[int, dict[str, MetricStat]]] = {}
+        for profile in profiles:
+            for encoder, strides in profile.stats.items():
+                target = merged.setdefault(encoder, {})
+                if target and set(target) != set(strides):
+                    raise ValueError(f"cannot merge profiles of {encoder!r} at strides {sorted(target)} and {sorted(strides)}")
+                for stride, metrics in strides.items():
+                    old = target.get(stride)
+                    target[stride] = dict(metrics) if old is None else {m: old[m].merge(metrics[m]) for m in METRIC_NAMES}
+        if not merged:
+            raise ValueError("nothing to merge: no profiles given")
+        return cls(merged)
+
+    # -- JSON and CSV ------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": PROFILE_FORMAT,
+            "version": PROFILE_VERSION,
+            "metrics": list(METRIC_NAMES),
+            "encoders": {
+                encoder: {
+                    "num_images": self.num_images(encoder),
+                    "strides": {
+                        str(s): {m: {"mean": st.mean, "std": st.std} for m, st in metrics.items()}
+                        for s, metrics in strides.items()
+                    },
+                }
+                for encoder, strides in self.stats.items()
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Profile:
+        if d.get("format") != PROFILE_FORMAT or "encoders" not in d:
+            raise ValueError(f"not a fusionseg profile: expected {{'format': {PROFILE_FORMAT!r}, 'encoders': ...}}")
+        return cls(
+            {
+                encoder: {
+                    int(s): {m: MetricStat(float(v["mean"]), float(v["std"]), int(entry["num_images"])) for m, v in metrics.items()}
+                    for s, metrics in entry["strides"].items()
+                }
+                for encoder, entry in d["encoders"].items()
+            }
+        )
+
+    def save_json(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load_json(cls, path: str | Path) -> Profile:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def csv_header(self) -> list[str]:
+        return ["encoder", "stride", "num_images"] + [f"{m}_{k}" for m in METRIC_NAMES for k in ("mean", "std")]
+
+    def to_csv(self) -> str:
+        """One row per encoder and stride: `encoder, stride, num_images, sc_mean, sc_std, ...`."""
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(self.csv_header())
+        for encoder, strides in self.stats.items():
+            for stride, metrics in strides.items():
+                row = [encoder, stride, self.num_images(encoder)]
+                writer.writerow(row + [repr(v) for m in METRIC_NAMES for v in (metrics[m].mean, metrics[m].std)])
+        return out.getvalue()
+
+    def save_csv(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_csv())
+
+    @classmethod
+    def from_csv(cls, text: str) -> Profile:
+        rows = list(csv.DictReader(io.StringIO(text)))
+        needed = ["encoder", "stride", "num_images"] + [f"{m}_mean" for m in METRIC_NAMES]
+        if not rows or any(col not in rows[0] for col in needed):
+            raise ValueError(f"a profile CSV needs a header with {needed} (and *_std) and at least one row")
+        stats: dict[str, dict[int, dict[str, MetricStat]]] = {}
+        for row in rows:
+            n = int(row["num_images"])
+            stats.setdefault(row["encoder"], {})[int(row["stride"])] = {
+                m: MetricStat(float(row[f"{m}_mean"]), float(row.get(f"{m}_std") or 0.0), n) for m in METRIC_NAMES
+            }
+        return cls(stats)
+
+    @classmethod
+    def load_csv(cls, path: str | Path) -> Profile:
+        return cls.from_csv(Path(path).read_text())
+
+    # -- terminal ------------------------------------------------------------------------------
+    def table(self, metrics: Sequence[str] = ("sc", "ef"), std: bool = True) -> str:
+        """Encoders x strides, one line per metric, like the spec's reference figures."""
+        strides = sorted({s for e in self.encoders for s in self.strides(e)})
+        head = ["encoder", "metric"] + [f"OS {s}" for s in strides]
+        lines = [head]
+        for encoder in self.encoders:
+            for metric in metrics:
+                cells = [encoder, metric.upper()]
+                for s in strides:
+                    if s not in self.stats[encoder]:
+                        cells.append("-")
+                        continue
+                    st = self.stats[encoder][s][metric]
+                    digits = 3 if metric not in ("ef", "ef_cc") else 2
+                    cells.append(f"{st.mean:.{digits}f}" + (f" ±{st.std:.{digits}f}" if std else ""))
+                lines.append(cells)
+        widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
+        text = [" | ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in lines]
+        text.insert(1, "-+-".join("-" * w for w in widths))
+        return "\n".join(text)
+
+
+class ProfileBuilder:
+    """Collects per-image metric values batch by batch and builds a `Profile`.
+
+    >>> b = ProfileBuilder()
+    >>> b.add("edges", {8: {m: torch.tensor([0.1, 0.3]) for m in METRIC_NAMES}})
+    >>> b.build().num_images("edges")
+    2
+    """
+
+    def __init__(self) -> None:
+        self._values: dict[str, dict[int, dict[str, list[Tensor]]]] = {}
+
+    def add(self, encoder: str, metrics: Mapping[int, Mapping[str, Tensor | Sequence[float]]]) -> None:
+        """Add one batch: `pyramid_metrics(...)` output `{stride: {metric: (B,) values}}` of one encoder."""
+        target = self._values.setdefault(encoder, {})
+        if target and set(target) != {int(s) for s in metrics}:
+            raise ValueError(f"encoder {encoder!r}: strides {sorted(metrics)} differ from earlier batches' {sorted(target)}")
+        for stride, values in metrics.items():
+            missing = [m for m in METRIC_NAMES if m not in values]
+            if missing:
+                raise ValueError(f"encoder {encoder!r} stride {stride}: metrics {missing} are missing")
+            tensors = {m: torch.as_tensor(values[m], dtype=torch.float32).detach().flatten().cpu() for m in METRIC_NAMES}
+            sizes = {t.numel() for t in tensors.values()}
+            if len(sizes) != 1:
+                raise ValueError(f"encoder {encoder!r} stride {stride}: metrics hold different numbers of images {sizes}")
+            slot = target.setdefault(int(stride), {m: [] for m in METRIC_NAMES})
+            for m, t in tensors.items():
+                slot[m].append(t)
+
+    def add_values(self, values: Values) -> None:
+        """Add per-image values of several encoders, e.g. `per_image_values()` gathered from another process."""
+        for encoder, metrics in values.items():
+            self.add(encoder, metrics)
+
+    def per_image_values(self) -> dict[str, dict[int, dict[str, Tensor]]]:
+        """`{encoder: {stride: {metric: (N,) float32 CPU tensor}}}` of everything added so far."""
+        return {
+            encoder: {s: {m: torch.cat(v) for m, v in metrics.items()} for s, metrics in strides.items()}
+            for encoder, strides in self._values.items()
+        }
+
+    def build(self) -> Profile:
+        if not self._values:
+            raise ValueError("no metric values were added: nothing to build a profile from")
+        return Profile.from_values(self.per_image_values())
+
+
+def _image_batches(images: Tensor | Iterable[Any], batch_size: int, limit: int | None) -> Iterator[Tensor]:
+    """Batches of at most `batch_size` images, `limit` images in all (None: every image)."""
+    source = [images] if isinstance(images, Tensor) else images
+    left = math.inf if limit is None else limit
+    for batch in source:
+        batch = getattr(batch, "images", batch)  # a SegBatch brings its images
+        if not isinstance(batch, Tensor) or batch.dim() != 4 or batch.shape[1] != 3:
+            shape = tuple(batch.shape) if isinstance(batch, Tensor) else type(batch).__name__
+            raise ValueError(f"images must be (N, 3, H, W) tensors in [0, 1] (or batches of them), got {shape}")
+        for chunk in batch.split(batch_size):
+            if left <= 0:
+                return
+            chunk = chunk[: int(min(left, chunk.shape[0]))]
+            left -= chunk.shape[0]
+            yield chunk
+        if left <= 0:
+            return
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    for tensor in list(module.parameters()) + list(module.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+@torch.no_grad()
+def profile_encoders(
+    encoders: Mapping[str, nn.Module],
+    images: Tensor | Iterable[Any],
+    num_images: int | None = None,
+    batch_size: int = 8,
+    progress: bool = True,
+    seed: int = 0,
+) -> Profile:
+    """Profile every encoder at every stride of its pyramid over the same images.
+
+    `images` is an `(N, 3, H, W)` tensor in `[0, 1]` or an iterable of such batches (or of
+    objects with an `.images` tensor, like `SegBatch`); at most `num_images` are used (None: all).
+    Each encoder sees `encoder.normalize(images)` on its own device, in eval mode without gradients;
+    its training mode is restored afterwards.
+    """
+    if not encoders:
+        raise ValueError("profile_encoders needs at least one encoder")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    total = num_images if num_images is not None else (images.shape[0] if isinstance(images, Tensor) else None)
+    modes = {name: enc.training for name, enc in encoders.items()}
+    builder = ProfileBuilder()
+    seen = 0
+    try:
+        for enc in encoders.values():
+            enc.eval()
+        with tqdm(total=total, unit="img", desc="profiling", disable=not progress) as bar:
+            for batch in _image_batches(images, batch_size, num_images):
+                for name, enc in encoders.items():
+                    x = batch.to(_device_of(enc), torch.float32)
+                    builder.add(name, pyramid_metrics(enc(enc.normalize(x)), x, seed=seed))
+                seen += batch.shape[0]
+                bar.update(batch.shape[0])
+    finally:
+        for name, enc in encoders.items():
+            enc.train(modes[name])
+    if seen == 0:
+        raise ValueError("no images to profile: the image source was empty")
+    return builder.build()
+
+
+def _best(scores: Mapping[Any, float]) -> Any:
+    """Key of the highest score; ties go to the smallest key (name, or stride)."""
+    return min(scores, key=lambda k: (-scores[k], k))
+
+
+def plan_fusion(
+    profile: Profile, task: str = "semantic", structure_metric: str = "sc", edge_metric: str = "ef"
+) -> FusionPlan:
+    """Roles and injection stride from a profile of two or more encoders.
+
+    Structure-led tasks (semantic, instance, panoptic): master = highest mean SC over its strides;
+    aux = highest peak EF among the others; stride = argmax of the aux's EF. Task `edge`: master =
+    highest peak EF; aux = highest mean SC among the others; stride = argmax of the aux's SC.
+    Ties go to the encoder name first in sort order, then to the smaller stride. `scores` records
+    every number used.
+    """
+    if task not in PLAN_TASKS:
+        raise ValueError(f"task {task!r} is not one of {PLAN_TASKS}")
+    for metric in (structure_metric, edge_metric):
+        if metric not in METRIC_NAMES:
+            raise ValueError(f"unknown metric {metric!r}; metrics: {list(METRIC_NAMES)}")
+    if len(profile.encoders) < 2:
+        raise ValueError(
+            f"a fusion plan needs profiles of at least two encoders, got {profile.encoders}; "
+            "profile a structure-strong and an edge-strong encoder together"
+        )
+    structure = {e: sum(profile.curve(e, structure_metric).values()) / len(profile.strides(e)) for e in profile.encoders}
+    peak_stride = {e: _best(profile.curve(e, edge_metric)) for e in profile.encoders}
+    edge_peak = {e: profile.mean(e, peak_stride[e], edge_metric) for e in profile.encoders}
+    if task in STRUCTURE_LED:
+        master = _best(structure)
+        aux = _best({e: v for e, v in edge_peak.items() if e != master})
+        aux_metric = edge_metric
+        rule = f"structure-led: master = highest mean {structure_metric}; aux = highest peak {edge_metric}; stride = argmax {edge_metric} of aux"
+    else:
+        master = _best(edge_peak)
+        aux = _best({e: v for e, v in structure.items() if e != master})
+        aux_metric = structure_metric
+        rule = f"edge-led: master = highest peak {edge_metric}; aux = highest mean {structure_metric}; stride = argmax {structure_metric} of aux"
+    aux_curve = profile.curve(aux, aux_metric)
+    stride = _best(aux_curve)
+    scores = {
+        "rule": rule,
+        f"{structure_metric}_mean": structure,
+        f"{edge_metric}_peak": edge_peak,
+        f"{edge_metric}_peak_stride": peak_stride,
+        f"{aux_metric}_aux": {str(s): v for s, v in aux_curve.items()},
+        "num_images": {e: profile.num_images(e) for e in profile.encoders},
+    }
+    return FusionPlan(master=master, aux=aux, strides=(stride,), task=task, scores=scores)

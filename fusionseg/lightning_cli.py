@@ -24,7 +24,6 @@ from typing import Any
 
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.utilities import rank_zero_info
 
 from fusionseg.callbacks.checkpointing import BestCheckpoint, LastCheckpoint
 from fusionseg.callbacks.prediction_writer import SegPredictionWriter
@@ -98,7 +97,8 @@ class FusionSegCLI(LightningCLI):
             raise RuntimeError(f"no {prefix}* metrics were logged; the {split} set may be empty")
         names = self.model.class_names or [f"class_{i}" for i in range(self.model.num_classes)]
         table = format_results(self.model.task, results, names)
-        rank_zero_info(f"\n{split} results ({self.model.task}, {self.datamodule.info.name}):\n{table}\n")
+        if self.trainer.is_global_zero:  # the command's answer, on stdout
+            print(f"\n{split} results ({self.model.task}, {self.datamodule.info.name}):\n{table}\n", flush=True)
 
     def _callback(self, cls: type) -> Any:
         for callback in self.trainer.callbacks:
@@ -110,6 +110,10 @@ class FusionSegCLI(LightningCLI):
 def run_lightning_cli(argv: Sequence[str] | None = None) -> FusionSegCLI:
     """Run `fusionseg <subcommand> ...` (fit, validate, test, predict); returns the CLI object."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    # LightningCLI warns when given args while sys.argv has some too; from the console script they are the same.
-    args = None if argv == sys.argv[1:] else argv
-    return FusionSegCLI(args=args)
+    # LightningCLI reads sys.argv, and Lightning's DDP launcher starts the other ranks with it: make it argv.
+    saved = sys.argv
+    sys.argv = [saved[0] if saved else "fusionseg", *argv]
+    try:
+        return FusionSegCLI()
+    finally:
+        sys.argv = saved

@@ -3,7 +3,8 @@ their energy is high-frequency (FC), how fast they decorrelate under shifts (SP)
 
 Follows docs/spec `metrics.md` ("Edge Fidelity"), with the chance-corrected `ec_cc`/`ef_cc`.
 Every value is a float32 `(B,)` tensor in its range; an image whose features are not all finite
-scores 0 on all of them, and so does a flat one (no feature edges, nothing to localize).
+scores 0 on all of them, and so does a flat one (no feature edges, nothing to localize). EC and NC
+are 0 when there are no feature edges or the image itself is flat.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ from fusionseg.metrics.maps import (
 
 EF_KEYS = ("ef", "ef_cc", "ec", "ec_cc", "nc", "fc", "sp")
 FC_CLAMP = 8.0
+# An image whose luminance gradient spans less than this (of the [0, 1] range) is flat: resizing a
+# constant image leaves rounding noise that min-max normalization would blow up into fake edges.
+FLAT_IMAGE_GRADIENT = 1e-6
 NCC_MIN_DENOM = 1e-12
 # Shifts (dx, dy); the opposite shift pairs the same two overlaps, so 4 directions give the mean of 8.
 HALF_DIRECTIONS = ((1, 0), (0, 1), (1, 1), (1, -1))
@@ -61,8 +65,9 @@ def luminance(images: Tensor, size: tuple[int, int]) -> Tensor:
     return 0.2126 * lin[:, 0] + 0.7152 * lin[:, 1] + 0.0722 * lin[:, 2]
 
 
-def _minmax_over(x: Tensor, valid: Tensor) -> Tensor:
-    """Min-max normalize `(B, h, w)` by its range over `valid`; zeros where the range is empty or 0."""
+def _minmax_over(x: Tensor, valid: Tensor, min_span: float = 0.0) -> Tensor:
+    """Min-max normalize `(B, h, w)` by its range over `valid`; zeros where that range is empty or
+    not above `min_span`."""
     out = torch.zeros_like(x)
     if not bool(valid.any()):
         return out
@@ -70,7 +75,7 @@ def _minmax_over(x: Tensor, valid: Tensor) -> Tensor:
     lo, hi = inside.amin(dim=1), inside.amax(dim=1)
     span = (hi - lo)[:, None, None]
     scaled = (x - lo[:, None, None]) / span.clamp_min(torch.finfo(x.dtype).tiny)
-    return torch.where((span > 0) & valid, scaled, out)
+    return torch.where((span > min_span) & valid, scaled, out)
 
 
 def image_edges(images: Tensor, size: tuple[int, int], q_img: float = 0.10, r_in: int = 2, r_near: int = 4) -> ImageEdges:
@@ -78,7 +83,7 @@ def image_edges(images: Tensor, size: tuple[int, int], q_img: float = 0.10, r_in
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be (B, 3, H, W) sRGB in [0, 1], got shape {tuple(images.shape)}")
     valid = valid_mask(*size, device=images.device)
-    g = _minmax_over(sobel_magnitude(luminance(images, size)), valid)
+    g = _minmax_over(sobel_magnitude(luminance(images, size)), valid, FLAT_IMAGE_GRADIENT)
     edges = top_q_mask(g, valid, q_img)
     centerline = edges & local_maxima(g)
     core = dilate(centerline, r_in) & valid
@@ -195,7 +200,8 @@ def edge_fidelity(
     e_tot = energy.flatten(1).sum(1)
     e_in = (energy * ref.core).flatten(1).sum(1)
     e_near = (energy * ref.near).flatten(1).sum(1)
-    has_edges = e_tot > 0
+    # Nothing to measure without feature edges (E_tot = 0) or without image edges (a flat image).
+    has_edges = (e_tot > 0) & ref.edges.flatten(1).any(dim=1)
     safe_tot = e_tot.clamp_min(torch.finfo(e_tot.dtype).tiny)
     zeros = torch.zeros_like(e_tot)
     ec = torch.where(has_edges, e_in / safe_tot, zeros).clamp(0, 1)

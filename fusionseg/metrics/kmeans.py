@@ -1,8 +1,9 @@
 """Seeded k-means through faiss: on the GPU when the rows are on a GPU and faiss has GPU support.
 
-faiss learns the centroids (Lloyd iterations, random init from `seed`, at most
-`max_points_per_centroid * k` training rows as faiss does by default); the labels of all rows are
-then the nearest centroid, computed in torch on the rows' own device.
+faiss learns the centroids (Lloyd iterations from a seeded k-means++ start, as scikit-learn's
+`KMeans`, where the installed faiss offers it, a seeded random start on older faiss; at most
+`max_points_per_centroid * k` training rows, as faiss does by default); the labels of all rows
+are then the nearest centroid, computed in torch on the rows' own device.
 """
 
 from __future__ import annotations
@@ -64,6 +65,9 @@ def kmeans(
     params.min_points_per_centroid = 1  # small maps are legitimate input; no warning for them
     params.max_points_per_centroid = max_points_per_centroid
     params.verbose = False
+    if hasattr(params, "init_method") and hasattr(faiss, "ClusteringInitMethod_KMEANS_PLUS_PLUS"):
+        # A random start often leaves two centroids in one cluster and one cluster split; k-means++ rarely does.
+        params.init_method = faiss.ClusteringInitMethod_KMEANS_PLUS_PLUS
     clustering = faiss.Clustering(d, k, params)
     clustering.train(np.ascontiguousarray(rows.cpu().numpy()), _index(d, rows.device))
     centroids = torch.from_numpy(faiss.vector_to_array(clustering.centroids).reshape(k, d)).to(rows.device)

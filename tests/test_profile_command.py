@@ -1,0 +1,92 @@
+"""`fusionseg profile` end to end: image folders, dataset configs, outputs, errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+
+import pytest
+
+from fusionseg.cli import main as fusionseg_main
+from fusionseg.commands.profile import encoder_labels, list_images, main, sample_images_dir
+from fusionseg.encoders import EncoderSpec
+from fusionseg.plan import FusionPlan
+from fusionseg.profiling import Profile
+
+
+@pytest.fixture
+def two_photos(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for path in list_images(sample_images_dir())[:2]:
+        shutil.copy(path, folder / path.name)
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def test_profile_command_writes_every_output(two_photos, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["profile", "--encoders", "edges", "regions:channels=16", "--images", str(two_photos),
+            "--num-images", "2", "--image-size", "96", "--out", str(out), "--device", "cpu", "--no-progress"]
+    assert fusionseg_main(argv) == 0
+    for name in ("profile.json", "profile.csv", "plan.json", "profile.png", "maps/image0.png", "maps/image1.png"):
+        assert (out / name).is_file(), name
+    for encoder in ("edges", "regions"):
+        for stride in (4, 8, 16, 32):
+            assert (out / "maps" / encoder / f"stride{stride}_img1_pca.png").is_file()
+            assert (out / "maps" / encoder / f"stride{stride}_img1_edges.png").is_file()
+    profile = Profile.load_json(out / "profile.json")
+    assert profile == Profile.load_csv(out / "profile.csv")
+    assert set(profile.encoders) == {"edges", "regions"} and profile.num_images("edges") == 2
+    plan = FusionPlan.load(out / "plan.json")
+    assert {plan.master, plan.aux} == {"edges", "regions"} and plan.task == "semantic"
+    printed = capsys.readouterr().out
+    assert "OS 4" in printed and "OS 32" in printed and "plan: master=" in printed
+
+
+def test_profile_command_uses_the_sample_photographs_by_default(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["--encoders", "edges:channels=8", "--num-images", "1", "--image-size", "64", "--out", str(out),
+                 "--num-maps", "0", "--no-progress", "--task", "edge"]) == 0
+    assert str(sample_images_dir()) in capsys.readouterr().out
+    assert Profile.load_json(out / "profile.json").encoders == ["edges"]
+    assert not (out / "plan.json").exists()  # one encoder: nothing to fuse
+
+
+def test_missing_or_empty_image_folder_is_a_clear_error(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["--images", str(empty), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "no images in" in err and "*.jpg, *.jpeg, *.png" in err
+    assert main(["--images", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_unknown_encoder_is_a_clear_error(two_photos, tmp_path, capsys):
+    assert main(["--encoders", "nope", "--images", str(two_photos), "--out", str(tmp_path / "o")]) == 2
+    assert "unknown encoder 'nope'" in capsys.readouterr().err
+
+
+def test_encoder_labels_are_unique():
+    specs = [EncoderSpec.parse(s) for s in ("timm:model_name=resnet18", "timm:model_name=convnext_tiny", "edges")]
+    assert encoder_labels(specs) == ["timm-resnet18", "timm-convnext_tiny", "edges"]
+    same_values = [EncoderSpec("edges", {"channels": 8}), EncoderSpec("edges", {"seed": 8})]
+    assert encoder_labels(same_values) == ["edges:channels=8", "edges:seed=8"]
+    with pytest.raises(ValueError, match="more than once"):
+        encoder_labels([EncoderSpec("edges"), EncoderSpec("edges")])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("fusionseg.data") is None, reason="fusionseg.data is not available")
+@pytest.mark.parametrize("form", ["class_path", "init_args"])
+def test_profile_command_draws_images_from_a_dataset_config(tmp_path, form):
+    args = {"dataset": "synthetic", "synthetic_val_images": 2, "synthetic_image_size": 64, "num_workers": 0}
+    config = {"data": {"class_path": "fusionseg.data.SegDataModule", "init_args": args}} if form == "class_path" else args
+    path = tmp_path / "data.yaml"
+    path.write_text(json.dumps(config))  # JSON is YAML
+    out = tmp_path / "out"
+    assert main(["--data", str(path), "--num-images", "2", "--image-size", "64", "--out", str(out),
+                 "--num-maps", "1", "--no-progress"]) == 0
+    assert Profile.load_json(out / "profile.json").num_images("regions") == 2
+    assert (out / "maps" / "regions" / "stride8_img0_pca.png").is_file()

@@ -1,0 +1,152 @@
+"""Profiles (build, merge, JSON/CSV), profiling encoders over images, and the fusion plan."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from fusionseg.commands.profile import folder_images, sample_images_dir
+from fusionseg.encoders import build
+from fusionseg.metrics import METRIC_NAMES
+from fusionseg.plan import FusionPlan
+from fusionseg.profiling import MetricStat, Profile, ProfileBuilder, plan_fusion, profile_encoders
+
+
+def values(curves: dict[str, dict[int, list[float]]]) -> dict:
+    """Per-image values where every metric of a stride takes the given list (for hand-made profiles)."""
+    return {e: {s: {m: torch.tensor(v) for m in METRIC_NAMES} for s, v in strides.items()} for e, strides in curves.items()}
+
+
+def hand_profile(sc: dict[str, dict[int, float]], ef: dict[str, dict[int, float]]) -> Profile:
+    stats = {}
+    for encoder in sc:
+        stats[encoder] = {}
+        for stride in sc[encoder]:
+            metrics = {m: MetricStat(0.5, 0.0, 3) for m in METRIC_NAMES}
+            metrics["sc"] = MetricStat(sc[encoder][stride], 0.0, 3)
+            metrics["ef"] = MetricStat(ef[encoder][stride], 0.0, 3)
+            stats[encoder][stride] = metrics
+    return Profile(stats)
+
+
+def test_profile_from_values_has_mean_std_and_count():
+    profile = Profile.from_values(values({"a": {4: [1.0, 2.0, 3.0], 8: [0.0, 0.0, 3.0]}}))
+    assert profile.encoders == ["a"] and profile.strides("a") == [4, 8] and profile.num_images("a") == 3
+    assert profile.mean("a", 4, "sc") == pytest.approx(2.0)
+    assert profile.std("a", 4, "ef") == pytest.approx((2 / 3) ** 0.5)  # population std
+    assert profile.curve("a", "sc") == pytest.approx({4: 2.0, 8: 1.0})
+    with pytest.raises(KeyError, match="profiled at strides"):
+        profile.mean("a", 16, "sc")
+
+
+def test_merged_parts_equal_the_profile_of_all_values():
+    part1 = values({"a": {4: [0.1, 0.9, 0.4]}, "b": {4: [2.0]}})
+    part2 = values({"a": {4: [0.3, 0.3]}, "b": {4: [5.0, 1.0]}})
+    merged = Profile.merge([Profile.from_values(part1), Profile.from_values(part2)])
+    builder = ProfileBuilder()
+    builder.add_values(part1)
+    builder.add_values(part2)
+    whole = builder.build()
+    assert builder.per_image_values()["a"][4]["sc"].tolist() == pytest.approx([0.1, 0.9, 0.4, 0.3, 0.3])
+    for e in ("a", "b"):
+        assert merged.num_images(e) == whole.num_images(e)
+        for m in METRIC_NAMES:
+            assert merged.mean(e, 4, m) == pytest.approx(whole.mean(e, 4, m), abs=1e-7)
+            assert merged.std(e, 4, m) == pytest.approx(whole.std(e, 4, m), abs=1e-7)
+
+
+def test_builder_rejects_inconsistent_batches():
+    builder = ProfileBuilder()
+    builder.add("a", {4: {m: torch.zeros(2) for m in METRIC_NAMES}})
+    with pytest.raises(ValueError, match="strides"):
+        builder.add("a", {8: {m: torch.zeros(2) for m in METRIC_NAMES}})
+    with pytest.raises(ValueError, match="missing"):
+        builder.add("b", {4: {"sc": torch.zeros(2)}})
+    with pytest.raises(ValueError, match="nothing to build"):
+        ProfileBuilder().build()
+
+
+def test_profile_json_and_csv_round_trip(tmp_path):
+    profile = Profile.from_values(values({"regions": {4: [0.25, 0.5], 8: [1.0, 0.125]}, "edges": {4: [3.0, 7.5], 8: [0.0, 1.0]}}))
+    profile.save_json(tmp_path / "p.json")
+    profile.save_csv(tmp_path / "p.csv")
+    assert Profile.load_json(tmp_path / "p.json") == profile
+    assert Profile.load_csv(tmp_path / "p.csv") == profile
+    data = json.loads((tmp_path / "p.json").read_text())
+    assert data["encoders"]["edges"]["num_images"] == 2 and data["metrics"] == list(METRIC_NAMES)
+    header = (tmp_path / "p.csv").read_text().splitlines()[0].split(",")
+    assert header[:5] == ["encoder", "stride", "num_images", "sc_mean", "sc_std"]
+    with pytest.raises(ValueError, match="not a fusionseg profile"):
+        Profile.from_dict({"encoders": {}})
+
+
+def test_table_lists_every_encoder_and_stride():
+    profile = Profile.from_values(values({"regions": {4: [0.5], 32: [0.25]}}))
+    table = profile.table()
+    assert "OS 4" in table and "OS 32" in table and "regions" in table and "SC" in table and "EF" in table
+
+
+@pytest.fixture(scope="module")
+def reference_profile() -> Profile:
+    photos = folder_images(sample_images_dir(), num_images=3, size=256)
+    encoders = {"edges": build("edges"), "regions": build("regions")}
+    return profile_encoders(encoders, photos, batch_size=2, progress=False)
+
+
+def test_profile_encoders_covers_every_stride_of_every_encoder(reference_profile):
+    assert set(reference_profile.encoders) == {"edges", "regions"}
+    assert all(reference_profile.strides(e) == [4, 8, 16, 32] for e in reference_profile.encoders)
+    assert reference_profile.num_images("edges") == 3
+
+
+def test_plan_picks_regions_as_master_for_semantic_and_edges_for_the_edge_task(reference_profile):
+    semantic = plan_fusion(reference_profile, task="semantic")
+    assert (semantic.master, semantic.aux, semantic.task) == ("regions", "edges", "semantic")
+    ef_edges = reference_profile.curve("edges", "ef")
+    assert semantic.strides == (max(ef_edges, key=ef_edges.get),)
+    assert semantic.scores["ef_aux"] == {str(s): v for s, v in ef_edges.items()}
+    edge = plan_fusion(reference_profile, task="edge")
+    assert (edge.master, edge.aux) == ("edges", "regions")
+    sc_regions = reference_profile.curve("regions", "sc")
+    assert edge.strides == (max(sc_regions, key=sc_regions.get),)
+    # the plan survives its own JSON round trip (as checkpoints store it)
+    assert FusionPlan.from_dict(json.loads(json.dumps(semantic.to_dict()))) == semantic
+
+
+def test_plan_ties_break_by_name_then_by_the_smaller_stride():
+    same = {4: 0.5, 8: 0.5, 16: 0.5}
+    profile = hand_profile(sc={"b": same, "a": same, "c": same}, ef={"b": {4: 1.0, 8: 2.0, 16: 2.0}, "a": same, "c": same})
+    plan = plan_fusion(profile)
+    assert plan.master == "a"  # equal SC: first name
+    assert plan.aux == "b" and plan.strides == (8,)  # b has the highest EF, equal at 8 and 16: the smaller
+    edge = plan_fusion(hand_profile(sc={"x": same, "y": same}, ef={"x": same, "y": same}), task="edge")
+    assert (edge.master, edge.aux, edge.strides) == ("x", "y", (4,))
+
+
+def test_plan_needs_two_encoders_and_a_known_task():
+    one = Profile.from_values(values({"solo": {4: [0.5]}}))
+    with pytest.raises(ValueError, match="at least two encoders"):
+        plan_fusion(one)
+    two = Profile.from_values(values({"a": {4: [0.5]}, "b": {4: [0.4]}}))
+    with pytest.raises(ValueError, match="task"):
+        plan_fusion(two, task="depth")
+
+
+class _Batch:
+    def __init__(self, images: torch.Tensor) -> None:
+        self.images = images
+
+
+def test_profile_encoders_takes_batches_limits_images_and_restores_train_mode():
+    enc = build("regions", channels=8)
+    enc.train()
+    batches = [_Batch(torch.rand(3, 3, 64, 64)), torch.rand(3, 3, 64, 64)]
+    profile = profile_encoders({"r": enc}, batches, num_images=4, batch_size=2, progress=False)
+    assert profile.num_images("r") == 4
+    assert enc.training
+    with pytest.raises(ValueError, match="no images"):
+        profile_encoders({"r": enc}, [], progress=False)
+    with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
+        profile_encoders({"r": enc}, torch.rand(2, 64, 64), progress=False)

@@ -11,6 +11,9 @@ under its own key (`--last_checkpoint.every_n_train_steps 500`, `--metric_profil
 - `visuals`: TensorBoard images, feature PCA maps, SC/EF of the fused features, custom-scalar layout
 - `prediction_writer`: label PNGs and colour overlays of `predict`
 
+`--trainer.strategy ddp` runs as `ddp_find_unused_parameters_true`: the master's features at the injected
+stride are replaced, so the parameters that make only them get no gradient.
+
 Checkpoints go to `<trainer.default_root_dir>/checkpoints`, TensorBoard logs to
 `<trainer.default_root_dir>/lightning_logs`. `validate` and `test` print the results table.
 """
@@ -70,6 +73,13 @@ class FusionSegCLI(LightningCLI):
         parser.link_arguments("data.task", "model.task")
         for target, fn in (("num_classes", _num_classes), ("thing_ids", _thing_ids), ("class_names", _class_names)):
             parser.link_arguments("data", f"model.{target}", compute_fn=fn, apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        # With mode="replace" the master's branch at the injected stride produces features nobody uses, so
+        # its parameters get no gradient; plain DDP refuses that. Lightning's own name for the fix:
+        trainer = self.config[self.subcommand]["trainer"] if self.subcommand else self.config["trainer"]
+        if trainer.get("strategy") == "ddp":
+            trainer["strategy"] = "ddp_find_unused_parameters_true"
 
     # -- fit: tell the profiler when a checkpoint will bring the plan -----------------------------
     def before_fit(self) -> None:

@@ -162,10 +162,12 @@ class MasterAuxPyramid(nn.Module):
     def parts(self, images: Tensor) -> PyramidParts:
         """Master, aux and fused pyramids, for visualisation and profiling."""
         self._check_images(images)
-        master_feats = self.run_master(images)
         if self.aux is None:
+            master_feats = self.run_master(images)
             return PyramidParts(master=master_feats, aux=None, fused=dict(master_feats))
+        # The aux runs first: its temporaries come and go before the master's activations are held.
         aux_feats = self.run_aux(images)
+        master_feats = self.run_master(images)
         return PyramidParts(master=master_feats, aux=aux_feats, fused=self.inject(master_feats, aux_feats))
 
     def forward(self, images: Tensor) -> dict[int, Tensor]:

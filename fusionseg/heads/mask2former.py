@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 from transformers import Mask2FormerConfig
 from transformers.models.mask2former.modeling_mask2former import (
@@ -53,6 +54,18 @@ class _Mask2FormerModules(Mask2FormerPreTrainedModel):
         self.transformer_module = Mask2FormerTransformerModule(in_features=config.feature_size, config=config)
         self.class_predictor = nn.Linear(config.hidden_dim, config.num_labels + 1)
         self.post_init()
+
+
+class _Mask2FormerLoss(Mask2FormerLoss):
+    """transformers' loss, normalized by the mean number of target masks over all processes as Mask2Former
+    does (transformers reduces it only under accelerate; Lightning runs plain torch.distributed)."""
+
+    def get_num_masks(self, class_labels: Sequence[Tensor], device: torch.device) -> Tensor:
+        num_masks = torch.as_tensor(float(sum(len(c) for c in class_labels)), device=device)
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(num_masks)
+            num_masks = num_masks / dist.get_world_size()
+        return num_masks.clamp(min=1)
 
 
 class Mask2FormerHead(nn.Module):
@@ -135,7 +148,7 @@ class Mask2FormerHead(nn.Module):
             use_auxiliary_loss=True,
         )
         self.m2f = _Mask2FormerModules(self.config, [self.in_channels[s] for s in HEAD_STRIDES])
-        self.criterion = Mask2FormerLoss(self.config, weight_dict={})
+        self.criterion = _Mask2FormerLoss(self.config, weight_dict={})
 
     def forward(self, features: Mapping[int, Tensor]) -> Mask2FormerOutput:
         """Predict from `{stride: (B, C_s, ceil(H / s), ceil(W / s))}`; extra strides are ignored."""

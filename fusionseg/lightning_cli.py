@@ -91,6 +91,12 @@ class FusionSegCLI(LightningCLI):
             ckpt_path = max(found, key=os.path.getmtime) if found else None
         self._callback(MetricProfiler).resume_checkpoint = ckpt_path
 
+    # -- predict: the writer saves every prediction; keeping them all in memory too would not scale -------
+    def before_predict(self) -> None:
+        config = self.config_init[self.subcommand]
+        if config.get("return_predictions") is None:
+            config["return_predictions"] = False
+
     # -- validate / test: the paper-style results table ----------------------------------------------
     def after_validate(self) -> None:
         self._print_table("val")

@@ -111,6 +111,18 @@ def test_validate_from_the_checkpoint_prints_the_results_table(demo_run, capsys)
     assert "| mIoU | boundary mIoU |" in out.out + out.err
 
 
+def test_validate_without_a_checkpoint_profiles_on_validation_images(tmp_path):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(REPO)
+        val = run_lightning_cli(["validate", "--config", "configs/demo.yaml", "--trainer.default_root_dir",
+                                 str(tmp_path), "--metric_profiler.cache_dir", str(tmp_path / "cache"),
+                                 "--metric_profiler.num_batches", "1", *SMALL])
+    profiler = val._callback(MetricProfiler)
+    assert val.model.plan is not None and profiler.plan == val.model.plan.to_dict()
+    assert len(profiler.profiles["master"]["values"][4]["sc"]) == 2  # one validation batch of two
+    assert "val/mIoU" in val.trainer.callback_metrics
+
+
 def test_predict_on_a_folder_writes_label_pngs_and_overlays(demo_run):
     root, cli = demo_run
     images = root / "photos"

@@ -47,7 +47,7 @@ class Probe(Callback):
 
 
 class StopAfterStep(Callback):
-    """Raises `KeyboardInterrupt`-like failure after optimizer step `step`, as a crash would: checkpoint
+    """Fails after optimizer step `step` the way a crash would: the checkpoint
     callbacks run after this one (Lightning orders them last), so the step itself is not saved."""
 
     def __init__(self, step: int) -> None:

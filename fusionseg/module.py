@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
@@ -34,9 +34,22 @@ def _spec_dict(spec: EncoderSpec) -> dict[str, Any]:
     return {"name": spec.name, "args": dict(spec.args)}
 
 
+def _plain(value: Any) -> Any:
+    """Containers kept, numbers as Python numbers (numpy or tensor scalars become floats)."""
+    if isinstance(value, dict):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    if value is None or type(value) in (str, bool, int, float):  # exact types: numpy's float64 is a float subclass
+        return value
+    if isinstance(value, str):
+        return str(value)
+    return int(value) if isinstance(value, (int, np.integer)) else float(value)
+
+
 def _plan_dict(plan: FusionPlan) -> dict[str, Any]:
-    """The plan as plain JSON types, so checkpoints load with `torch.load(weights_only=True)`."""
-    return json.loads(json.dumps(plan.to_dict(), default=float))
+    """The plan in plain Python types, so checkpoints load with `torch.load(weights_only=True)`."""
+    return _plain(plan.to_dict())
 
 
 def _names(spec: EncoderSpec) -> set[str]:

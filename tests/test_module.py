@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 from hypothesis import given
@@ -183,7 +184,8 @@ class SetPlanInSetup(L.Callback):
 
     def setup(self, trainer, pl_module, stage) -> None:
         if pl_module.needs_plan:
-            pl_module.set_plan(FusionPlan("regions", "edges", strides=(16,)))
+            scores = {"ef_aux": {8: np.float32(3.5), 16: np.float64(17.25)}, "rule": "structure-led"}
+            pl_module.set_plan(FusionPlan("regions", "edges", strides=(16,), scores=scores))
 
 
 def test_checkpoints_restore_the_exact_fused_model(tmp_path) -> None:
@@ -195,7 +197,7 @@ def test_checkpoints_restore_the_exact_fused_model(tmp_path) -> None:
     ckpt = tmp_path / "model.ckpt"
     fit.save_checkpoint(ckpt)
     weights.unlink()  # the checkpoint brings the weights: no weight file, no profiling needed
-    assert torch.load(ckpt, weights_only=True)["fusion_plan"]["strides"] == [16]
+    assert torch.load(ckpt, weights_only=True)["fusion_plan"]["scores"]["ef_aux"] == {8: 3.5, 16: 17.25}
 
     batch = eval_batch("semantic")
     module.eval()

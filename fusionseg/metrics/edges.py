@@ -66,16 +66,15 @@ def luminance(images: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 def _minmax_over(x: Tensor, valid: Tensor, min_span: float = 0.0) -> Tensor:
-    """Min-max normalize `(B, h, w)` by its range over `valid`; zeros where that range is empty or
-    not above `min_span`."""
-    out = torch.zeros_like(x)
+    """Rescale `(B, h, w)` maps by their min and max over `valid` (positions outside follow the same
+    affine map); all zeros where that range is empty or not above `min_span`."""
     if not bool(valid.any()):
-        return out
+        return torch.zeros_like(x)
     inside = x[:, valid]
-    lo, hi = inside.amin(dim=1), inside.amax(dim=1)
-    span = (hi - lo)[:, None, None]
-    scaled = (x - lo[:, None, None]) / span.clamp_min(torch.finfo(x.dtype).tiny)
-    return torch.where((span > min_span) & valid, scaled, out)
+    lo, hi = inside.amin(dim=1)[:, None, None], inside.amax(dim=1)[:, None, None]
+    span = hi - lo
+    scaled = (x - lo) / span.clamp_min(torch.finfo(x.dtype).tiny)
+    return torch.where(span > min_span, scaled, torch.zeros_like(x))
 
 
 def image_edges(images: Tensor, size: tuple[int, int], q_img: float = 0.10, r_in: int = 2, r_near: int = 4) -> ImageEdges:

@@ -22,12 +22,14 @@ MIN_BLOCK = 16
 POWER_ITERATIONS = 2
 
 
-def principal_scores(x: Tensor, d: int, seed: int = 0, scale: Tensor | None = None) -> Tensor:
+def principal_scores(
+    x: Tensor, d: int, seed: int = 0, scale: Tensor | None = None, iterations: int = POWER_ITERATIONS
+) -> Tensor:
     """Scores `(B, n, d)` of the `n` positions of `x` `(B, C, n)` on its first `d` principal components.
 
     Each channel is centered over the positions and multiplied by `scale` `(B, C)` (default 1).
     Components come in decreasing order of variance; each sign is arbitrary. Deterministic for a
-    given `seed` (used only by the large-problem path).
+    given `seed`; `seed` and `iterations` (of the subspace iteration) matter only for large problems.
     """
     b, c, n = x.shape
     if not 1 <= d <= min(n, c):
@@ -37,7 +39,7 @@ def principal_scores(x: Tensor, d: int, seed: int = 0, scale: Tensor | None = No
     scale = torch.ones_like(mean) if scale is None else scale.float().expand_as(mean)
     if min(n, c) <= EXACT_LIMIT:
         return _exact_scores((x - mean[..., None]) * scale[..., None], d)
-    return _subspace_scores(x, mean, scale, d, seed)
+    return _subspace_scores(x, mean, scale, d, seed, iterations)
 
 
 def _exact_scores(m: Tensor, d: int) -> Tensor:
@@ -51,7 +53,7 @@ def _exact_scores(m: Tensor, d: int) -> Tensor:
     return vectors[..., -d:].flip(-1) * values[:, -d:].flip(-1).clamp_min(0).sqrt()[:, None, :]
 
 
-def _subspace_scores(x: Tensor, mean: Tensor, scale: Tensor, d: int, seed: int) -> Tensor:
+def _subspace_scores(x: Tensor, mean: Tensor, scale: Tensor, d: int, seed: int, iterations: int) -> Tensor:
     """Block power iteration on `M M^T` with `M = scale * (x - mean)` `(B, C, n)`, never formed."""
     b, c, n = x.shape
     q = min(max(d + OVERSAMPLING, MIN_BLOCK), c, n)
@@ -65,7 +67,7 @@ def _subspace_scores(x: Tensor, mean: Tensor, scale: Tensor, d: int, seed: int) 
 
     gen = torch.Generator().manual_seed(seed)
     v = torch.linalg.qr(torch.randn(c, q, generator=gen).to(x.device).expand(b, c, q)).Q
-    for _ in range(POWER_ITERATIONS):
+    for _ in range(iterations):
         v = torch.linalg.qr(back(scores_of(v))).Q
     z = scores_of(v)  # scores in the q-dimensional subspace
     values, vectors = torch.linalg.eigh(z.transpose(1, 2) @ z)  # Rayleigh-Ritz rotation

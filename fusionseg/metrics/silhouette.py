@@ -14,15 +14,25 @@ import torch
 from torch import Tensor
 
 
-def pairwise_distances(x: Tensor) -> Tensor:
-    """Euclidean distances between all rows of `x` `(n, d)`, with exact zeros on the diagonal.
+DISTANCE_CHUNK = 256  # rows of the distance matrix made at a time: a slab that stays in cache
 
-    `|a|^2 + |b|^2 - 2 a.b` in one matmul and in-place steps (faster than `torch.cdist` on CPU).
+
+def distance_sums(x: Tensor, weights: Tensor) -> Tensor:
+    """`D @ weights` for the Euclidean distance matrix `D` of the rows of `x` `(p, d)`, without forming `D`.
+
+    `weights` is `(p, k)`. Each slab of rows is `|a|^2 + |b|^2 - 2 a.b` in one matmul, with exact
+    zeros for self-distances (the matmul form leaves rounding noise there); working slab by slab
+    keeps the passes over `D` in cache.
     """
+    x = x.float()
     sq = (x * x).sum(dim=1)
-    dist = torch.addmm(sq[None, :], x, x.t(), alpha=-2).add_(sq[:, None])
-    dist.fill_diagonal_(0)  # the matmul form leaves rounding noise in self-distances
-    return dist.clamp_min_(0).sqrt_()
+    out = torch.empty(x.shape[0], weights.shape[1], dtype=torch.float32, device=x.device)
+    for start in range(0, x.shape[0], DISTANCE_CHUNK):
+        stop = min(start + DISTANCE_CHUNK, x.shape[0])
+        slab = torch.addmm(sq[None, :], x[start:stop], x.t(), alpha=-2).add_(sq[start:stop, None])
+        slab.diagonal(offset=start).zero_()
+        out[start:stop] = slab.clamp_min_(0).sqrt_() @ weights
+    return out
 
 
 def _member_weights(labels: Tensor, num_clusters: int, member: Tensor | None) -> Tensor:
@@ -57,7 +67,7 @@ def silhouette_score(x: Tensor, labels: Tensor) -> Tensor:
     if num_clusters < 2 or num_clusters >= x.shape[0]:
         raise ValueError(f"the silhouette needs 2 <= clusters <= n - 1, got {num_clusters} clusters of {x.shape[0]} rows")
     weights = _member_weights(labels, num_clusters, None)
-    return _mean_silhouette(pairwise_distances(x.float()) @ weights, weights, labels)
+    return _mean_silhouette(distance_sums(x, weights), weights, labels)
 
 
 def stratified_subset(labels: Tensor, num_clusters: int, num_samples: int, priority: Tensor) -> Tensor:
@@ -99,7 +109,7 @@ def subset_silhouettes(
     members = union.nonzero()[:, 0]
     weights = [_member_weights(lab[members], k, sub[members]) for lab, k, sub in zip(labelings, clusters, subsets)]
     # One pass over the distance matrix serves every labeling.
-    sums = (pairwise_distances(x[members].float()) @ torch.cat(weights, dim=1)).split(clusters, dim=1)
+    sums = distance_sums(x[members], torch.cat(weights, dim=1)).split(clusters, dim=1)
     return [
         _mean_silhouette(s, w, lab[members], sub[members])
         for s, w, lab, sub in zip(sums, weights, labelings, subsets)

@@ -14,6 +14,9 @@ under its own key (`--last_checkpoint.every_n_train_steps 500`, `--metric_profil
 `--trainer.strategy ddp` runs as `ddp_find_unused_parameters_true`: the master's features at the injected
 stride are replaced, so the parameters that make only them get no gradient.
 
+Several machines: `--trainer.num_nodes N` with Lightning's usual environment variables (MASTER_ADDR,
+MASTER_PORT, NODE_RANK, WORLD_SIZE) or under SLURM.
+
 Checkpoints go to `<trainer.default_root_dir>/checkpoints`, TensorBoard logs to
 `<trainer.default_root_dir>/lightning_logs`. `validate` and `test` print the results table.
 """
@@ -25,10 +28,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from fusionseg.callbacks.checkpointing import BestCheckpoint, LastCheckpoint
+from fusionseg.callbacks.learning_rates import LearningRateLogger
 from fusionseg.callbacks.prediction_writer import SegPredictionWriter
 from fusionseg.callbacks.profiler import MetricProfiler
 from fusionseg.callbacks.visuals import TensorBoardVisuals
@@ -39,7 +42,7 @@ DEFAULT_CALLBACKS = {
     "metric_profiler": MetricProfiler,
     "last_checkpoint": LastCheckpoint,
     "best_checkpoint": BestCheckpoint,
-    "lr_monitor": LearningRateMonitor,
+    "lr_monitor": LearningRateLogger,
     "visuals": TensorBoardVisuals,
     "prediction_writer": SegPredictionWriter,
 }

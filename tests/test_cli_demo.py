@@ -156,3 +156,11 @@ def test_a_second_run_with_the_same_encoders_reads_the_profiles_from_the_cache(d
     first = cli._callback(MetricProfiler).profiles
     assert profiler.profiles["aux"]["values"] == first["aux"]["values"]
     assert again.model.plan == cli.model.plan
+
+
+def test_a_run_without_a_logger_still_profiles_trains_and_checkpoints(tmp_path):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(REPO)
+        cli = run_lightning_cli(fit_args(tmp_path / "run", tmp_path / "cache", steps=1) + ["--trainer.logger", "false"])
+    assert cli.trainer.global_step == 1 and cli.model.plan is not None
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()

@@ -82,7 +82,8 @@ def reference_rows(feat: np.ndarray, max_samples: int = 4096, pca_dim: int = 32,
     x = feat.reshape(c, -1).T
     x = (x - x.mean(0)) / (x.std(0) + 1e-6)
     if x.shape[0] > max_samples:
-        idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:max_samples].sort().values.numpy()
+        gen = torch.Generator().manual_seed(seed)
+        idx = torch.randperm(x.shape[0], generator=gen)[:max_samples].sort().values.numpy()  # as SCS draws them
         x = x[idx]
     d = min(pca_dim, c, x.shape[0] - 1)
     return PCA(d, random_state=seed).fit_transform(x) if c > d else x
@@ -216,7 +217,8 @@ def markdown(result: dict) -> str:
     for r in result["speed"]:
         ref = f"{r['reference_sc_ms']:.1f}" if "reference_sc_ms" in r else "-"
         speed = f"{r['speedup_sc']:.1f}x" if "speedup_sc" in r else "-"
-        lines.append(f"| {r['device']} | {r['channels']} | {r['h']}x{r['w']} | {r['sc_ms']:.1f} | {r['ef_ms']:.1f} | {ref} | {speed} |")
+        shape = f"{r['channels']} | {r['h']}x{r['w']}"
+        lines.append(f"| {r['device']} | {shape} | {r['sc_ms']:.1f} | {r['ef_ms']:.1f} | {ref} | {speed} |")
     a = result["agreement"]
     cpu = [r for r in result["speed"] if "speedup_sc" in r]
     short = [f"{r['channels']}, {r['h']}x{r['w']}" for r in cpu if r["speedup_sc"] < 20]
@@ -241,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--reference-maps", type=int, default=3, help="maps timed with the reference per shape")
     parser.add_argument("--agreement-maps", type=int, default=24)
-    parser.add_argument("--out", type=Path, default=None, help="output stem (default benchmarks/results/metrics_<device>)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output stem (default benchmarks/results/metrics_<device>)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)

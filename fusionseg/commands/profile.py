@@ -53,7 +53,8 @@ def square_resize(image: Tensor, size: int) -> Tensor:
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
     crop = image[:, top : top + side, left : left + side]
-    return F.interpolate(crop[None].float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0].clamp(0, 1)
+    resized = F.interpolate(crop[None].float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return resized[0].clamp(0, 1)
 
 
 def load_image(path: Path, size: int) -> Tensor:
@@ -132,8 +133,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--encoders", nargs="+", default=["edges", "regions"], metavar="NAME[:key=value,...]",
                         help="encoders from the registry (see `fusionseg encoders`), default: edges regions")
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--images", type=Path, help="folder of jpg/png images (default: the shipped sample photographs)")
-    source.add_argument("--data", type=Path, help="dataset YAML (a SegDataModule config); its validation images are used")
+    source.add_argument("--images", type=Path,
+                        help="folder of jpg/png images (default: the shipped sample photographs)")
+    source.add_argument("--data", type=Path,
+                        help="dataset YAML (a SegDataModule config); its validation images are used")
     parser.add_argument("--num-images", type=int, default=16, help="number of images to profile (default 16)")
     parser.add_argument("--image-size", type=int, default=256, help="images are center-cropped and resized to S x S")
     parser.add_argument("--out", type=Path, required=True, help="output folder")

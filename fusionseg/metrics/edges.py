@@ -77,7 +77,9 @@ def _minmax_over(x: Tensor, valid: Tensor, min_span: float = 0.0) -> Tensor:
     return torch.where(span > min_span, scaled, torch.zeros_like(x))
 
 
-def image_edges(images: Tensor, size: tuple[int, int], q_img: float = 0.10, r_in: int = 2, r_near: int = 4) -> ImageEdges:
+def image_edges(
+    images: Tensor, size: tuple[int, int], q_img: float = 0.10, r_in: int = 2, r_near: int = 4
+) -> ImageEdges:
     """The image's edges at feature resolution: gradient, top-q edges, centerline, core and near zones."""
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be (B, 3, H, W) sRGB in [0, 1], got shape {tuple(images.shape)}")
@@ -191,7 +193,9 @@ def edge_fidelity(
     x, finite = sanitize(feat)
     b, _, h, w = x.shape
     if images.dim() != 4 or images.shape[0] != b or images.shape[1] != 3:
-        raise ValueError(f"images must be ({b}, 3, H, W) sRGB in [0, 1] for {b} feature maps, got {tuple(images.shape)}")
+        raise ValueError(
+            f"images must be ({b}, 3, H, W) sRGB in [0, 1] for {b} feature maps, got {tuple(images.shape)}"
+        )
     ref = image_edges(images.to(x.device), (h, w), q_img, r_in, r_near)
     p = pca_map(x, seed=seed)
     g_f, e_f = feature_edges(p, ref.valid, q_feat)

@@ -65,7 +65,9 @@ def silhouette_score(x: Tensor, labels: Tensor) -> Tensor:
     labels = torch.unique(labels, return_inverse=True)[1]
     num_clusters = int(labels.max()) + 1
     if num_clusters < 2 or num_clusters >= x.shape[0]:
-        raise ValueError(f"the silhouette needs 2 <= clusters <= n - 1, got {num_clusters} clusters of {x.shape[0]} rows")
+        raise ValueError(
+            f"the silhouette needs 2 <= clusters <= n - 1, got {num_clusters} clusters of {x.shape[0]} rows"
+        )
     weights = _member_weights(labels, num_clusters, None)
     return _mean_silhouette(distance_sums(x, weights), weights, labels)
 

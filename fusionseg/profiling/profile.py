@@ -1,10 +1,8 @@
-"""Metric profiles of encoders over images, and the fusion plan made from them.
+"""`Profile`: per encoder and stride, mean and std over images of the ten metrics; `ProfileBuilder`.
 
-A `Profile` holds, per encoder and per stride, the mean and population std over images of the
-ten metrics of `fusionseg.metrics.METRIC_NAMES`, and the number of images. `ProfileBuilder`
-collects per-image values batch by batch (they can be gathered from several processes and added
-together); `profile_encoders` runs encoders over images; `plan_fusion` turns a profile into a
-`FusionPlan` following the rules of docs/spec `metrics.md` ("The fusion plan").
+A `Profile` keeps, per metric, the mean, the population std and the number of images: sufficient
+statistics, so profiles of parts (e.g. one per process) merge exactly. It saves to and loads from
+JSON and CSV, and prints as the encoders x strides table of the metrics spec.
 """
 
 from __future__ import annotations
@@ -13,21 +11,18 @@ import csv
 import io
 import json
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
-from tqdm.auto import tqdm
+from torch import Tensor
 
-from fusionseg.metrics import METRIC_NAMES, pyramid_metrics
-from fusionseg.plan import PLAN_TASKS, FusionPlan
+from fusionseg.metrics import METRIC_NAMES
 
 PROFILE_FORMAT = "fusionseg-profile"
 PROFILE_VERSION = 1
-STRUCTURE_LED = ("semantic", "instance", "panoptic")
 
 Values = Mapping[str, Mapping[int, Mapping[str, Tensor | Sequence[float]]]]
 
@@ -134,10 +129,13 @@ class Profile:
             for encoder, strides in profile.stats.items():
                 target = merged.setdefault(encoder, {})
                 if target and set(target) != set(strides):
-                    raise ValueError(f"cannot merge profiles of {encoder!r} at strides {sorted(target)} and {sorted(strides)}")
+                    raise ValueError(
+                        f"cannot merge profiles of {encoder!r} at strides {sorted(target)} and {sorted(strides)}"
+                    )
                 for stride, metrics in strides.items():
                     old = target.get(stride)
-                    target[stride] = dict(metrics) if old is None else {m: old[m].merge(metrics[m]) for m in METRIC_NAMES}
+                    new = dict(metrics) if old is None else {m: old[m].merge(metrics[m]) for m in METRIC_NAMES}
+                    target[stride] = new
         if not merged:
             raise ValueError("nothing to merge: no profiles given")
         return cls(merged)
@@ -167,7 +165,10 @@ class Profile:
         return cls(
             {
                 encoder: {
-                    int(s): {m: MetricStat(float(v["mean"]), float(v["std"]), int(entry["num_images"])) for m, v in metrics.items()}
+                    int(s): {
+                        m: MetricStat(float(v["mean"]), float(v["std"]), int(entry["num_images"]))
+                        for m, v in metrics.items()
+                    }
                     for s, metrics in entry["strides"].items()
                 }
                 for encoder, entry in d["encoders"].items()
@@ -234,7 +235,10 @@ class Profile:
                     cells.append(f"{st.mean:.{digits}f}" + (f" ±{st.std:.{digits}f}" if std else ""))
                 lines.append(cells)
         widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
-        text = [" | ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in lines]
+        def line(row: list[str]) -> str:  # names left-aligned, numbers right-aligned
+            return " | ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+
+        text = [line(row) for row in lines]
         text.insert(1, "-+-".join("-" * w for w in widths))
         return "\n".join(text)
 
@@ -255,15 +259,20 @@ class ProfileBuilder:
         """Add one batch: `pyramid_metrics(...)` output `{stride: {metric: (B,) values}}` of one encoder."""
         target = self._values.setdefault(encoder, {})
         if target and set(target) != {int(s) for s in metrics}:
-            raise ValueError(f"encoder {encoder!r}: strides {sorted(metrics)} differ from earlier batches' {sorted(target)}")
+            raise ValueError(
+                f"encoder {encoder!r}: strides {sorted(metrics)} differ from earlier batches' {sorted(target)}"
+            )
         for stride, values in metrics.items():
             missing = [m for m in METRIC_NAMES if m not in values]
             if missing:
                 raise ValueError(f"encoder {encoder!r} stride {stride}: metrics {missing} are missing")
-            tensors = {m: torch.as_tensor(values[m], dtype=torch.float32).detach().flatten().cpu() for m in METRIC_NAMES}
+            tensors = {m: torch.as_tensor(values[m], dtype=torch.float32).detach().flatten().cpu()
+                       for m in METRIC_NAMES}
             sizes = {t.numel() for t in tensors.values()}
             if len(sizes) != 1:
-                raise ValueError(f"encoder {encoder!r} stride {stride}: metrics hold different numbers of images {sizes}")
+                raise ValueError(
+                    f"encoder {encoder!r} stride {stride}: metrics hold different numbers of images {sizes}"
+                )
             slot = target.setdefault(int(stride), {m: [] for m in METRIC_NAMES})
             for m, t in tensors.items():
                 slot[m].append(t)
@@ -284,122 +293,3 @@ class ProfileBuilder:
         if not self._values:
             raise ValueError("no metric values were added: nothing to build a profile from")
         return Profile.from_values(self.per_image_values())
-
-
-def _image_batches(images: Tensor | Iterable[Any], batch_size: int, limit: int | None) -> Iterator[Tensor]:
-    """Batches of at most `batch_size` images, `limit` images in all (None: every image)."""
-    source = [images] if isinstance(images, Tensor) else images
-    left = math.inf if limit is None else limit
-    for batch in source:
-        batch = getattr(batch, "images", batch)  # a SegBatch brings its images
-        if not isinstance(batch, Tensor) or batch.dim() != 4 or batch.shape[1] != 3:
-            shape = tuple(batch.shape) if isinstance(batch, Tensor) else type(batch).__name__
-            raise ValueError(f"images must be (N, 3, H, W) tensors in [0, 1] (or batches of them), got {shape}")
-        for chunk in batch.split(batch_size):
-            if left <= 0:
-                return
-            chunk = chunk[: int(min(left, chunk.shape[0]))]
-            left -= chunk.shape[0]
-            yield chunk
-        if left <= 0:
-            return
-
-
-def _device_of(module: nn.Module) -> torch.device:
-    for tensor in list(module.parameters()) + list(module.buffers()):
-        return tensor.device
-    return torch.device("cpu")
-
-
-@torch.no_grad()
-def profile_encoders(
-    encoders: Mapping[str, nn.Module],
-    images: Tensor | Iterable[Any],
-    num_images: int | None = None,
-    batch_size: int = 8,
-    progress: bool = True,
-    seed: int = 0,
-) -> Profile:
-    """Profile every encoder at every stride of its pyramid over the same images.
-
-    `images` is an `(N, 3, H, W)` tensor in `[0, 1]` or an iterable of such batches (or of
-    objects with an `.images` tensor, like `SegBatch`); at most `num_images` are used (None: all).
-    Each encoder sees `encoder.normalize(images)` on its own device, in eval mode without gradients;
-    its training mode is restored afterwards.
-    """
-    if not encoders:
-        raise ValueError("profile_encoders needs at least one encoder")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    total = num_images if num_images is not None else (images.shape[0] if isinstance(images, Tensor) else None)
-    modes = {name: enc.training for name, enc in encoders.items()}
-    builder = ProfileBuilder()
-    seen = 0
-    try:
-        for enc in encoders.values():
-            enc.eval()
-        with tqdm(total=total, unit="img", desc="profiling", disable=not progress) as bar:
-            for batch in _image_batches(images, batch_size, num_images):
-                for name, enc in encoders.items():
-                    x = batch.to(_device_of(enc), torch.float32)
-                    builder.add(name, pyramid_metrics(enc(enc.normalize(x)), x, seed=seed))
-                seen += batch.shape[0]
-                bar.update(batch.shape[0])
-    finally:
-        for name, enc in encoders.items():
-            enc.train(modes[name])
-    if seen == 0:
-        raise ValueError("no images to profile: the image source was empty")
-    return builder.build()
-
-
-def _best(scores: Mapping[Any, float]) -> Any:
-    """Key of the highest score; ties go to the smallest key (name, or stride)."""
-    return min(scores, key=lambda k: (-scores[k], k))
-
-
-def plan_fusion(
-    profile: Profile, task: str = "semantic", structure_metric: str = "sc", edge_metric: str = "ef"
-) -> FusionPlan:
-    """Roles and injection stride from a profile of two or more encoders.
-
-    Structure-led tasks (semantic, instance, panoptic): master = highest mean SC over its strides;
-    aux = highest peak EF among the others; stride = argmax of the aux's EF. Task `edge`: master =
-    highest peak EF; aux = highest mean SC among the others; stride = argmax of the aux's SC.
-    Ties go to the encoder name first in sort order, then to the smaller stride. `scores` records
-    every number used.
-    """
-    if task not in PLAN_TASKS:
-        raise ValueError(f"task {task!r} is not one of {PLAN_TASKS}")
-    for metric in (structure_metric, edge_metric):
-        if metric not in METRIC_NAMES:
-            raise ValueError(f"unknown metric {metric!r}; metrics: {list(METRIC_NAMES)}")
-    if len(profile.encoders) < 2:
-        raise ValueError(
-            f"a fusion plan needs profiles of at least two encoders, got {profile.encoders}; "
-            "profile a structure-strong and an edge-strong encoder together"
-        )
-    structure = {e: sum(profile.curve(e, structure_metric).values()) / len(profile.strides(e)) for e in profile.encoders}
-    peak_stride = {e: _best(profile.curve(e, edge_metric)) for e in profile.encoders}
-    edge_peak = {e: profile.mean(e, peak_stride[e], edge_metric) for e in profile.encoders}
-    if task in STRUCTURE_LED:
-        master = _best(structure)
-        aux = _best({e: v for e, v in edge_peak.items() if e != master})
-        aux_metric = edge_metric
-        rule = f"structure-led: master = highest mean {structure_metric}; aux = highest peak {edge_metric}; stride = argmax {edge_metric} of aux"
-    else:
-        master = _best(edge_peak)
-        aux = _best({e: v for e, v in structure.items() if e != master})
-        aux_metric = structure_metric
-        rule = f"edge-led: master = highest peak {edge_metric}; aux = highest mean {structure_metric}; stride = argmax {structure_metric} of aux"
-    aux_curve = profile.curve(aux, aux_metric)
-    stride = _best(aux_curve)
-    scores = {
-        "rule": rule,
-        f"{structure_metric}_mean": structure,
-        f"{edge_metric}_peak": edge_peak,
-        f"{edge_metric}_peak_stride": peak_stride,
-        f"{aux_metric}_aux": {str(s): v for s, v in aux_curve.items()},
-        "num_images": {e: profile.num_images(e) for e in profile.encoders},
-    }
-    return FusionPlan(master=master, aux=aux, strides=(stride,), task=task, scores=scores)

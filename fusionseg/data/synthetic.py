@@ -197,8 +197,11 @@ class SyntheticDataset(SegDataset):
         image, segment_map, segments = generate(index, self.image_size, self.seed, self.split)
         image_t = torch.from_numpy(image).permute(2, 0, 1).contiguous()
         if self.task == "semantic":
-            classes = np.array([0] + [c for _, c in segments])
-            return image_t, segments_target(classes[segment_map] + 1, [(c + 1, c, False) for c in {c for _, c in segments}])
+            # Segment ids skip the segments that were fully occluded, so map them through a lookup by id.
+            class_of = np.zeros(int(segment_map.max()) + 1, dtype=np.int64)
+            for seg_id, cls in segments:
+                class_of[seg_id] = cls
+            return image_t, segments_target(class_of[segment_map] + 1, [(c + 1, c, False) for c in {c for _, c in segments}])
         if self.task == "instance":
             triples = [(s, self._instance_class[c], False) for s, c in segments if c in self._instance_class]
         else:

@@ -23,6 +23,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+import fusionseg
 from fusionseg.callbacks.profile_cache import PerImageValues, ProfileCache, profile_key, weights_fingerprint
 from fusionseg.callbacks.profile_report import log_profiles, make_plan
 from fusionseg.encoders.base import Encoder
@@ -121,6 +122,7 @@ class MetricProfiler(Callback):
         task = self.task or pl_module.task
         plan = make_plan(pl_module.master_spec, pl_module.aux_spec, values, task)
         pl_module.set_plan(plan)
+        pl_module.pyramid.train(pl_module.training)  # new alignment layers follow the stage (eval outside fit)
         self.plan = plan.to_dict()
         rank_zero_info(f"MetricProfiler: {plan.summary()}")
         log_profiles(trainer, pl_module, values, plan, {r: p["from_cache"] for r, p in self.profiles.items()})
@@ -153,7 +155,8 @@ class MetricProfiler(Callback):
         cached: dict[str, PerImageValues | None] = {role: None for role in encoders}
         if trainer.is_global_zero and self.use_cache:
             size = tuple(batches.first().images.shape[-2:])
-            settings = {"seed": self.seed, "metrics": list(METRIC_NAMES)}
+            # The package version stands for the metrics' implementation: a new release measures afresh.
+            settings = {"seed": self.seed, "metrics": list(METRIC_NAMES), "fusionseg": fusionseg.__version__}
             for role, (spec, encoder) in encoders.items():
                 keys[role] = profile_key(spec, weights_fingerprint(spec, encoder), batches.ids, size, settings)
                 cached[role] = self.cache.get(keys[role])

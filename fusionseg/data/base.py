@@ -58,6 +58,9 @@ class SegDataset(Dataset[SegItem]):
         raise NotImplementedError
 
     def __getitem__(self, index: int) -> SegItem:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {type(self).__name__} of {len(self)} items")
+        index %= len(self)
         skipped: list[str] = []
         for attempt in range(min(len(self), MAX_CONSECUTIVE_CORRUPT)):
             i = (index + attempt) % len(self)

@@ -72,7 +72,9 @@ class CityscapesDataset(SegDataset):
             self.images = sorted(image_dir.glob("*/*_leftImg8bit.png"))
             self.ids = [p.name[: -len("_leftImg8bit.png")] for p in self.images]
             suffix = "labelIds" if task == "semantic" else "instanceIds"
-            self.labels = [gt_dir / split / p.parent.name / f"{i}_gtFine_{suffix}.png" for p, i in zip(self.images, self.ids)]
+            self.labels = [
+                gt_dir / split / p.parent.name / f"{i}_gtFine_{suffix}.png" for p, i in zip(self.images, self.ids)
+            ]
         if not self.images:
             raise DatasetLayoutError("cityscapes", root, f"no *_leftImg8bit.png images under {image_dir}", LAYOUT)
 

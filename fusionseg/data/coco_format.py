@@ -93,7 +93,8 @@ class InstanceAnnotations:
             except Exception as err:  # pycocotools raises bare Exceptions for malformed segmentations
                 raise CorruptFileError(self.json_path, f"annotation {ann.get('id')} has an invalid segmentation: {err}")
             if mask.shape != (h, w):
-                raise CorruptFileError(self.json_path, f"annotation {ann.get('id')}: mask {mask.shape} != image {(h, w)}")
+                message = f"annotation {ann.get('id')}: mask {mask.shape} != image {(h, w)}"
+                raise CorruptFileError(self.json_path, message)
             masks.append(torch.from_numpy(mask.astype(bool)))
             labels.append(self.category_map[ann["category_id"]])
             crowd.append(bool(ann.get("iscrowd", 0)))

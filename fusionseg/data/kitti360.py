@@ -55,7 +55,8 @@ class KITTI360Dataset(SegDataset):
         except (OSError, UnicodeDecodeError) as err:
             raise CorruptFileError(frames, f"{type(err).__name__}: {err}") from err
         if not lines or any(len(parts) < 2 for parts in lines):
-            raise DatasetLayoutError("kitti360", root, f"{frames} must list '<image> <semantic label>' per line", LAYOUT)
+            problem = f"{frames} must list '<image> <semantic label>' per line"
+            raise DatasetLayoutError("kitti360", root, problem, LAYOUT)
         self.images = [base / parts[0] for parts in lines]
         folder = "instance" if task == "instance" else "semantic"
         self.labels = [base / Path(parts[1]).parent.parent / folder / Path(parts[1]).name for parts in lines]

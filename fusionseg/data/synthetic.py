@@ -201,7 +201,8 @@ class SyntheticDataset(SegDataset):
             class_of = np.zeros(int(segment_map.max()) + 1, dtype=np.int64)
             for seg_id, cls in segments:
                 class_of[seg_id] = cls
-            return image_t, segments_target(class_of[segment_map] + 1, [(c + 1, c, False) for c in {c for _, c in segments}])
+            classes = sorted({c for _, c in segments})
+            return image_t, segments_target(class_of[segment_map] + 1, [(c + 1, c, False) for c in classes])
         if self.task == "instance":
             triples = [(s, self._instance_class[c], False) for s, c in segments if c in self._instance_class]
         else:

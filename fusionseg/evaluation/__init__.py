@@ -1,0 +1,49 @@
+"""Evaluation on torchmetrics: mIoU and Boundary IoU, COCO mask AP, panoptic quality.
+
+`build_evaluator(task, ...)` returns a `SegEvaluator` (an `nn.Module`: it moves with the model and its
+torchmetrics states sync under DDP) with `update(preds, targets)`, `compute()`, `reset()` and
+`format_table(results)`. Metrics are in percent, as in the paper's tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fusionseg.evaluation.base import Results, SegEvaluator
+from fusionseg.evaluation.boundary import BoundaryIoU, mask_boundary
+from fusionseg.evaluation.instance import InstanceEvaluator
+from fusionseg.evaluation.panoptic import PanopticEvaluator
+from fusionseg.evaluation.semantic import SemanticEvaluator
+from fusionseg.structures import IGNORE_INDEX, TASKS
+
+
+def build_evaluator(
+    task: str,
+    num_classes: int,
+    thing_ids: Sequence[int] = (),
+    class_names: Sequence[str] | None = None,
+    ignore_index: int = IGNORE_INDEX,
+) -> SegEvaluator:
+    """The evaluator of `task`: semantic -> mIoU + boundary mIoU; instance -> mask AP; panoptic -> PQ (+ mIoU).
+
+    For instance segmentation every class is a thing (`thing_ids` is not used).
+    """
+    if task == "semantic":
+        return SemanticEvaluator(num_classes, class_names, ignore_index)
+    if task == "instance":
+        return InstanceEvaluator(num_classes, class_names, ignore_index)
+    if task == "panoptic":
+        return PanopticEvaluator(num_classes, thing_ids, class_names, ignore_index)
+    raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
+
+
+__all__ = [
+    "BoundaryIoU",
+    "InstanceEvaluator",
+    "PanopticEvaluator",
+    "Results",
+    "SegEvaluator",
+    "SemanticEvaluator",
+    "build_evaluator",
+    "mask_boundary",
+]

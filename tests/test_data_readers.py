@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from dataset_writers import (
@@ -135,3 +137,14 @@ def test_kitti360_instance_follows_the_frame_lists(roots: dict) -> None:
 def test_readers_reject_tasks_they_do_not_have(roots: dict) -> None:
     with pytest.raises(ValueError, match="supports tasks"):
         KITTI360Dataset(roots["kitti360"], task="panoptic")
+
+
+def test_images_are_read_upright(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from fusionseg.data.io import read_image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: viewers rotate it 90 degrees clockwise
+    Image.new("RGB", (20, 10), (200, 30, 30)).save(tmp_path / "sideways.jpg", exif=exif)
+    assert read_image(tmp_path / "sideways.jpg").shape == (3, 20, 10)

@@ -8,17 +8,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch import Tensor
 
 from fusionseg.data.errors import CorruptFileError, LabelRangeError
 
 
 def read_image(path: str | Path) -> Tensor:
-    """An RGB image as a `(3, H, W)` uint8 tensor."""
+    """An RGB image as a `(3, H, W)` uint8 tensor, upright (EXIF orientation applied, as annotation tools show it)."""
     try:
         with Image.open(path) as im:
-            array = np.asarray(im.convert("RGB"))
+            array = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
     except (OSError, ValueError, SyntaxError) as err:
         raise CorruptFileError(path, f"{type(err).__name__}: {err}") from err
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()

@@ -19,6 +19,7 @@ PAPER_CONFIGS = {
     "cityscapes_panoptic": ("cityscapes", "panoptic", 100),
     "coco_instance": ("coco", "instance", 200),
     "coco_panoptic": ("coco", "panoptic", 100),
+    "kitti360_instance": ("kitti360", "instance", 100),
 }
 # Random weights: the encoders without their weight files. The paper's sizes are built for one config; the
 # others build with the smallest sizes of the same encoders, which checks the rest of the config for less time.
@@ -51,7 +52,7 @@ def test_paper_config_parses_with_the_paper_setting(name, capsys):
     assert (data["dataset"], data["task"]) == (dataset, task) and data["root"].startswith("/data/")
     assert data["batch_size"] == 16
     assert trainer["precision"] == "bf16-mixed" and trainer["gradient_clip_val"] == 0.01
-    assert trainer["max_steps"] == {"ade20k": 160000, "cityscapes": 90000, "coco": 368750}[dataset]
+    assert trainer["max_steps"] == {"ade20k": 160000, "cityscapes": 90000, "coco": 368750, "kitti360": 90000}[dataset]
     assert trainer["default_root_dir"] == f"runs/{name}"
     # The label space comes from the data module, linked into the model.
     info = dataset_info(dataset, task)

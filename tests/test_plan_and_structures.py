@@ -69,3 +69,13 @@ def test_dataset_info_checks_lengths_and_splits_things_from_stuff() -> None:
     assert (info.num_classes, info.thing_ids, info.stuff_ids) == (2, (1,), (0,))
     with pytest.raises(ValueError, match="one entry per class"):
         DatasetInfo("toy", ("sky", "car"), (False,), ((0, 0, 255), (255, 0, 0)))
+
+
+def test_null_on_the_command_line_reaches_the_encoder_as_none() -> None:
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser()
+    parser.add_argument("--aux", type=EncoderSpec | None)
+    ns = parser.parse_args(["--aux", '{"name": "edges", "args": {"weights": "/w.pt"}}', "--aux.args.weights", "null"])
+    spec = parser.instantiate_classes(ns).aux
+    assert spec.args == {"weights": None}

@@ -20,6 +20,11 @@ class EncoderSpec:
     name: str
     args: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # jsonargparse turns `--model.aux.args.weights null` into the string "None" when the spec
+        # sits in an Optional field; no encoder argument means that string, so read it as None.
+        self.args = {k: None if v in ("None", "null") else v for k, v in self.args.items()}
+
     @classmethod
     def parse(cls, value: EncoderSpec | dict[str, Any] | str) -> EncoderSpec:
         if isinstance(value, EncoderSpec):

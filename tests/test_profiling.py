@@ -9,7 +9,7 @@ import torch
 
 from fusionseg.commands.profile import folder_images, sample_images_dir
 from fusionseg.encoders import build
-from fusionseg.metrics import METRIC_NAMES
+from fusionseg.metrics import MAP_SIDE, METRIC_NAMES
 from fusionseg.plan import FusionPlan
 from fusionseg.profiling import MetricStat, Profile, ProfileBuilder, plan_fusion, profile_encoders
 
@@ -19,7 +19,8 @@ def values(curves: dict[str, dict[int, list[float]]]) -> dict:
     return {e: {s: {m: torch.tensor(v) for m in METRIC_NAMES} for s, v in strides.items()} for e, strides in curves.items()}
 
 
-def hand_profile(sc: dict[str, dict[int, float]], ef: dict[str, dict[int, float]]) -> Profile:
+def hand_profile(sc: dict[str, dict[int, float]], ef: dict[str, dict[int, float]],
+                 map_side: dict[str, dict[int, float]] | None = None) -> Profile:
     stats = {}
     for encoder in sc:
         stats[encoder] = {}
@@ -27,6 +28,8 @@ def hand_profile(sc: dict[str, dict[int, float]], ef: dict[str, dict[int, float]
             metrics = {m: MetricStat(0.5, 0.0, 3) for m in METRIC_NAMES}
             metrics["sc"] = MetricStat(sc[encoder][stride], 0.0, 3)
             metrics["ef"] = MetricStat(ef[encoder][stride], 0.0, 3)
+            if map_side is not None:
+                metrics[MAP_SIDE] = MetricStat(map_side[encoder][stride], 0.0, 3)
             stats[encoder][stride] = metrics
     return Profile(stats)
 
@@ -104,12 +107,15 @@ def test_profile_encoders_covers_every_stride_of_every_encoder(reference_profile
 def test_plan_picks_regions_as_master_for_semantic_and_edges_for_the_edge_task(reference_profile):
     semantic = plan_fusion(reference_profile, task="semantic")
     assert (semantic.master, semantic.aux, semantic.task) == ("regions", "edges", "semantic")
-    ef_edges = reference_profile.curve("edges", "ef")
+    # 256 px photographs: the stride-32 maps are 8x8, too small to score, so they take no part
+    assert reference_profile.map_side("edges", 32) == 8
+    assert semantic.scores["excluded_strides"] == {"edges": [32], "regions": [32]}
+    ef_edges = {s: v for s, v in reference_profile.curve("edges", "ef").items() if s != 32}
     assert semantic.strides == (max(ef_edges, key=ef_edges.get),)
     assert semantic.scores["ef_aux"] == {str(s): v for s, v in ef_edges.items()}
     edge = plan_fusion(reference_profile, task="edge")
     assert (edge.master, edge.aux) == ("edges", "regions")
-    sc_regions = reference_profile.curve("regions", "sc")
+    sc_regions = {s: v for s, v in reference_profile.curve("regions", "sc").items() if s != 32}
     assert edge.strides == (max(sc_regions, key=sc_regions.get),)
     # the plan survives its own JSON round trip (as checkpoints store it)
     assert FusionPlan.from_dict(json.loads(json.dumps(semantic.to_dict()))) == semantic
@@ -150,3 +156,36 @@ def test_profile_encoders_takes_batches_limits_images_and_restores_train_mode():
         profile_encoders({"r": enc}, [], progress=False)
     with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
         profile_encoders({"r": enc}, torch.rand(2, 64, 64), progress=False)
+
+
+def test_strides_with_tiny_feature_maps_take_no_part_in_the_plan():
+    # EF of white noise on a 4x4 map beats every real encoder: such strides must not win the argmax
+    sides = {4: 64.0, 8: 32.0, 16: 16.0, 32: 4.0}
+    ef = {"aux": {4: 5.0, 8: 9.0, 16: 12.0, 32: 60.0}, "master": {s: 1.0 for s in sides}}
+    sc = {"aux": {s: 0.2 for s in sides}, "master": {s: 0.7 for s in sides}}
+    profile = hand_profile(sc=sc, ef=ef, map_side={"aux": sides, "master": sides})
+    plan = plan_fusion(profile)
+    assert (plan.master, plan.aux, plan.strides) == ("master", "aux", (16,))
+    assert plan.scores["excluded_strides"] == {"aux": [32], "master": [32]}
+    assert plan_fusion(profile, min_map_side=4).strides == (32,)
+    with pytest.raises(ValueError, match="profile larger images"):
+        plan_fusion(profile, min_map_side=128)
+
+
+def test_map_sides_survive_json_and_csv(tmp_path):
+    sides = {4: 64.0, 32: 8.0}
+    profile = hand_profile(sc={"a": {4: 0.5, 32: 0.4}}, ef={"a": {4: 1.0, 32: 2.0}}, map_side={"a": sides})
+    profile.save_json(tmp_path / "p.json")
+    profile.save_csv(tmp_path / "p.csv")
+    for loaded in (Profile.load_json(tmp_path / "p.json"), Profile.load_csv(tmp_path / "p.csv")):
+        assert loaded.map_side("a", 32) == 8.0 and loaded.mean("a", 4, "ef") == 1.0
+
+
+def test_configured_roles_are_kept_and_the_metrics_choice_is_recorded():
+    same = {4: 0.5, 8: 0.5}
+    profile = hand_profile(sc={"d3": {4: 0.7, 8: 0.7}, "s2": same}, ef={"d3": {4: 1.0, 8: 2.0}, "s2": {4: 3.0, 8: 9.0}})
+    swapped = plan_fusion(profile, roles=("s2", "d3"))
+    assert (swapped.master, swapped.aux, swapped.strides) == ("s2", "d3", (8,))
+    assert swapped.scores["metric_roles"] == {"master": "d3", "aux": "s2"}
+    with pytest.raises(ValueError, match="two different profiled encoders"):
+        plan_fusion(profile, roles=("s2", "s2"))

@@ -47,21 +47,19 @@ def make_plan(master: EncoderSpec, aux: EncoderSpec, values: Mapping[str, PerIma
     """
     names = encoder_names(master, aux)
     profile = build_profile(names, values)
-    plan = plan_fusion(profile, task)
-    if plan.master == names["master"]:
-        return plan
-    metric = "ef" if task in STRUCTURE_LED else "sc"
-    curve = profile.curve(names["aux"], metric)
-    stride = min(curve, key=lambda s: (-curve[s], s))
-    rank_zero_warn(
-        f"MetricProfiler: the metrics rank {names['aux']!r} as the master for task {task!r} ({plan.scores['rule']}), "
-        f"but the configuration makes {names['master']!r} the master. Keeping the configured roles and injecting "
-        f"{names['aux']!r} at its {metric.upper()} peak, stride {stride}. Swap model.master and model.aux to follow "
-        "the metrics."
-    )
-    scores = {**plan.scores, "roles": "configured (the metrics suggest swapping master and aux)",
-              f"{metric}_aux": {str(s): v for s, v in curve.items()}}
-    return FusionPlan(master=names["master"], aux=names["aux"], strides=(stride,), task=task, scores=scores)
+    plan = plan_fusion(profile, task, roles=(names["master"], names["aux"]))
+    suggested = plan.scores["metric_roles"]
+    if suggested["master"] != names["master"]:
+        metric = "EF" if task in STRUCTURE_LED else "SC"
+        rank_zero_warn(
+            f"MetricProfiler: the metrics rank {suggested['master']!r} as the master for task {task!r} "
+            f"({plan.scores['rule']}), but the configuration makes {names['master']!r} the master. Keeping the "
+            f"configured roles and injecting {names['aux']!r} at its {metric} peak, stride {plan.strides[0]}. "
+            "Swap model.master and model.aux to follow the metrics."
+        )
+        plan = FusionPlan(plan.master, plan.aux, plan.strides, plan.task,
+                          {**plan.scores, "roles": "configured (the metrics suggest swapping master and aux)"})
+    return plan
 
 
 def plan_markdown(plan: FusionPlan, profile: Profile, from_cache: Mapping[str, bool]) -> str:

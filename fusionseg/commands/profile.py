@@ -1,6 +1,6 @@
 """`fusionseg profile`: score encoders per stride (SC, EF), choose the fusion plan, draw the evidence.
 
-    fusionseg profile --encoders edges regions --images DIR --num-images 8 --image-size 256 --out OUT
+    fusionseg profile --encoders edges regions --images DIR --num-images 8 --image-size 512 --out OUT
 
 Writes OUT/profile.json, profile.csv, plan.json, profile.png and OUT/maps/<encoder>/... pictures,
 and prints the SC/EF table and the plan.
@@ -138,7 +138,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     source.add_argument("--data", type=Path,
                         help="dataset YAML (a SegDataModule config); its validation images are used")
     parser.add_argument("--num-images", type=int, default=16, help="number of images to profile (default 16)")
-    parser.add_argument("--image-size", type=int, default=256, help="images are center-cropped and resized to S x S")
+    parser.add_argument("--image-size", type=int, default=512,
+                        help="images are center-cropped and resized to S x S (512: stride-32 maps of 16x16)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--task", choices=PLAN_TASKS, default="semantic", help="task the plan is made for")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda[:N]")

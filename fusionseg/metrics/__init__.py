@@ -24,12 +24,13 @@ from fusionseg.metrics.edges import (
 from fusionseg.metrics.kmeans import faiss_has_gpu, kmeans
 from fusionseg.metrics.maps import norm_map, pca_map, sobel_magnitude, top_q_mask, valid_mask, zscore
 from fusionseg.metrics.pca import principal_scores
-from fusionseg.metrics.pyramid import METRIC_NAMES, feature_metrics, pyramid_metrics
+from fusionseg.metrics.pyramid import MAP_SIDE, METRIC_NAMES, feature_metrics, pyramid_metrics
 from fusionseg.metrics.silhouette import silhouette_score, subset_silhouettes
 from fusionseg.metrics.structure import sc_gt, scs, sfc, structural_coherence
 
 __all__ = [
     "EF_KEYS",
+    "MAP_SIDE",
     "METRIC_NAMES",
     "ImageEdges",
     "correlation_radius",

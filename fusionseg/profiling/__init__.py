@@ -7,11 +7,13 @@ together); `profile_encoders` runs encoders over images; `plan_fusion` turns a p
 `FusionPlan` following the rules of docs/spec `metrics.md` ("The fusion plan").
 """
 
-from fusionseg.profiling.plan import STRUCTURE_LED, plan_fusion
+from fusionseg.profiling.plan import MIN_MAP_SIDE, STRUCTURE_LED, plan_fusion, usable_strides
 from fusionseg.profiling.profile import PROFILE_FORMAT, PROFILE_VERSION, MetricStat, Profile, ProfileBuilder, Values
 from fusionseg.profiling.run import profile_encoders
 
 __all__ = [
+    "MIN_MAP_SIDE",
+    "usable_strides",
     "PROFILE_FORMAT",
     "PROFILE_VERSION",
     "STRUCTURE_LED",

@@ -11,7 +11,7 @@ import csv
 import io
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,12 +19,20 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fusionseg.metrics import METRIC_NAMES
+from fusionseg.metrics import MAP_SIDE, METRIC_NAMES
 
 PROFILE_FORMAT = "fusionseg-profile"
 PROFILE_VERSION = 1
 
 Values = Mapping[str, Mapping[int, Mapping[str, Tensor | Sequence[float]]]]
+
+# Recorded when the values carry them (`pyramid_metrics` does), absent from older or hand-made profiles.
+OPTIONAL_FIELDS = (MAP_SIDE,)
+
+
+def fields_of(metrics: Collection[str]) -> tuple[str, ...]:
+    """The ten metrics, plus the optional fields among `metrics` (names, or a mapping keyed by them)."""
+    return METRIC_NAMES + tuple(f for f in OPTIONAL_FIELDS if f in metrics)
 
 
 @dataclass(frozen=True)
@@ -68,7 +76,7 @@ class Profile:
                 missing = [m for m in METRIC_NAMES if m not in metrics]
                 if missing:
                     raise ValueError(f"profile of {encoder!r} at stride {stride} lacks metrics {missing}")
-                self.stats[encoder][stride] = {m: metrics[m] for m in METRIC_NAMES}
+                self.stats[encoder][stride] = {m: metrics[m] for m in fields_of(metrics)}
 
     # -- reading ----------------------------------------------------------------------------
     @property
@@ -87,8 +95,8 @@ class Profile:
         strides = self._encoder(encoder)
         if stride not in strides:
             raise KeyError(f"encoder {encoder!r} was profiled at strides {list(strides)}, not {stride}")
-        if metric not in METRIC_NAMES:
-            raise KeyError(f"unknown metric {metric!r}; metrics: {list(METRIC_NAMES)}")
+        if metric not in strides[stride]:
+            raise KeyError(f"unknown metric {metric!r}; metrics: {list(strides[stride])}")
         return strides[stride][metric]
 
     def mean(self, encoder: str, stride: int, metric: str) -> float:
@@ -100,6 +108,11 @@ class Profile:
     def curve(self, encoder: str, metric: str) -> dict[int, float]:
         """`{stride: mean}` of one metric of one encoder."""
         return {s: self.mean(encoder, s, metric) for s in self.strides(encoder)}
+
+    def map_side(self, encoder: str, stride: int) -> float | None:
+        """Mean shorter side of the feature maps at that stride, when the profile recorded it."""
+        stat = self._encoder(encoder).get(stride, {}).get(MAP_SIDE)
+        return None if stat is None else stat.mean
 
     def num_images(self, encoder: str) -> int:
         return next(iter(self._encoder(encoder).values()))[METRIC_NAMES[0]].count
@@ -134,7 +147,7 @@ class Profile:
                     )
                 for stride, metrics in strides.items():
                     old = target.get(stride)
-                    new = dict(metrics) if old is None else {m: old[m].merge(metrics[m]) for m in METRIC_NAMES}
+                    new = dict(metrics) if old is None else {m: old[m].merge(metrics[m]) for m in old if m in metrics}
                     target[stride] = new
         if not merged:
             raise ValueError("nothing to merge: no profiles given")
@@ -182,18 +195,24 @@ class Profile:
     def load_json(cls, path: str | Path) -> Profile:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
+    def _csv_fields(self) -> tuple[str, ...]:
+        """The metrics, plus each optional field that every encoder and stride recorded."""
+        rows = [metrics for strides in self.stats.values() for metrics in strides.values()]
+        return METRIC_NAMES + tuple(f for f in OPTIONAL_FIELDS if all(f in m for m in rows))
+
     def csv_header(self) -> list[str]:
-        return ["encoder", "stride", "num_images"] + [f"{m}_{k}" for m in METRIC_NAMES for k in ("mean", "std")]
+        return ["encoder", "stride", "num_images"] + [f"{m}_{k}" for m in self._csv_fields() for k in ("mean", "std")]
 
     def to_csv(self) -> str:
         """One row per encoder and stride: `encoder, stride, num_images, sc_mean, sc_std, ...`."""
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(self.csv_header())
+        fields = self._csv_fields()
         for encoder, strides in self.stats.items():
             for stride, metrics in strides.items():
                 row = [encoder, stride, self.num_images(encoder)]
-                writer.writerow(row + [repr(v) for m in METRIC_NAMES for v in (metrics[m].mean, metrics[m].std)])
+                writer.writerow(row + [repr(v) for m in fields for v in (metrics[m].mean, metrics[m].std)])
         return out.getvalue()
 
     def save_csv(self, path: str | Path) -> None:
@@ -205,11 +224,12 @@ class Profile:
         needed = ["encoder", "stride", "num_images"] + [f"{m}_mean" for m in METRIC_NAMES]
         if not rows or any(col not in rows[0] for col in needed):
             raise ValueError(f"a profile CSV needs a header with {needed} (and *_std) and at least one row")
+        fields = fields_of({c[: -len("_mean")] for c in rows[0] if c.endswith("_mean")})
         stats: dict[str, dict[int, dict[str, MetricStat]]] = {}
         for row in rows:
             n = int(row["num_images"])
             stats.setdefault(row["encoder"], {})[int(row["stride"])] = {
-                m: MetricStat(float(row[f"{m}_mean"]), float(row.get(f"{m}_std") or 0.0), n) for m in METRIC_NAMES
+                m: MetricStat(float(row[f"{m}_mean"]), float(row.get(f"{m}_std") or 0.0), n) for m in fields
             }
         return cls(stats)
 
@@ -267,13 +287,16 @@ class ProfileBuilder:
             if missing:
                 raise ValueError(f"encoder {encoder!r} stride {stride}: metrics {missing} are missing")
             tensors = {m: torch.as_tensor(values[m], dtype=torch.float32).detach().flatten().cpu()
-                       for m in METRIC_NAMES}
+                       for m in fields_of(values)}
             sizes = {t.numel() for t in tensors.values()}
             if len(sizes) != 1:
                 raise ValueError(
                     f"encoder {encoder!r} stride {stride}: metrics hold different numbers of images {sizes}"
                 )
-            slot = target.setdefault(int(stride), {m: [] for m in METRIC_NAMES})
+            slot = target.setdefault(int(stride), {m: [] for m in tensors})
+            if set(slot) != set(tensors):
+                raise ValueError(f"encoder {encoder!r} stride {stride}: fields {sorted(tensors)} differ from "
+                                 f"earlier batches' {sorted(slot)}")
             for m, t in tensors.items():
                 slot[m].append(t)
 

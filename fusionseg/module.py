@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +14,7 @@ from torch import Tensor, nn
 
 from fusionseg.encoders.base import Encoder
 from fusionseg.encoders.spec import EncoderSpec
+from fusionseg.evaluation import HEADLINE_METRIC, build_evaluator
 from fusionseg.fusion import MasterAuxPyramid
 from fusionseg.heads.mask2former import HEAD_STRIDES, Mask2FormerHead, Mask2FormerOutput
 from fusionseg.heads.postprocess import postprocess
@@ -151,7 +151,6 @@ class FusedSegModule(LightningModule):
             enc_feedforward=enc_feedforward,
         )
         self._evaluators: dict[str, nn.Module] = {}
-        self._evaluator_missing: str | None = None
         initial = self._initial_plan(plan)
         if initial is not None:
             self.set_plan(initial)
@@ -282,11 +281,6 @@ class FusedSegModule(LightningModule):
         splits = {"fit": ("val",), "validate": ("val",), "test": ("test",)}.get(stage, ())
         if not splits:
             return
-        if importlib.util.find_spec("fusionseg.evaluation") is None:
-            self._evaluator_missing = "fusionseg.evaluation is not installed"
-            return
-        from fusionseg.evaluation import build_evaluator
-
         for split in splits:
             self._evaluators[split] = build_evaluator(
                 self.task,
@@ -298,8 +292,7 @@ class FusedSegModule(LightningModule):
 
     def _evaluator(self, split: str) -> nn.Module:
         if split not in self._evaluators:
-            reason = self._evaluator_missing or f"setup() built none for '{split}' (run through a Trainer)"
-            raise RuntimeError(f"no {split} evaluator: {reason}")
+            raise RuntimeError(f"no {split} evaluator: setup() built none for '{split}' (run through a Trainer)")
         evaluator = self._evaluators[split]
         return evaluator.to(self.device)
 
@@ -309,7 +302,7 @@ class FusedSegModule(LightningModule):
         for key, value in results.items():
             # Scalars are logged; per-class tensors stay available from evaluator.compute().
             if isinstance(value, (int, float)) or (isinstance(value, Tensor) and value.numel() == 1):
-                self.log(f"{split}/{key}", float(value))
+                self.log(f"{split}/{key}", float(value), prog_bar=key == HEADLINE_METRIC[self.hparams.task])
         evaluator.reset()
 
     # -- optimization ----------------------------------------------------------------------------

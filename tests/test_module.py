@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 
 import lightning as L
 import numpy as np
@@ -219,12 +218,13 @@ def test_checkpoints_restore_the_exact_fused_model(tmp_path) -> None:
     assert again.global_step == 5 and resumed.plan == module.plan
 
 
-@pytest.mark.skipif(importlib.util.find_spec("fusionseg.evaluation") is None, reason="needs fusionseg.evaluation")
-def test_validation_logs_the_evaluators_scalars() -> None:
+def test_validation_logs_the_evaluators_scalars_and_shows_the_headline() -> None:
     module = make_module()
-    metrics = trainer().validate(module, loader(eval_batch("semantic")), verbose=False)[0]
+    run = trainer()
+    metrics = run.validate(module, loader(eval_batch("semantic")), verbose=False)[0]
     assert metrics and all(k.startswith("val/") for k in metrics)
-    assert any("miou" in k.lower() for k in metrics)
+    assert "val/mIoU" in metrics and "val/boundary_mIoU" in metrics
+    assert list(run.progress_bar_metrics) == ["val/mIoU"]
 
 
 def test_norms_biases_and_embeddings_get_no_weight_decay() -> None:

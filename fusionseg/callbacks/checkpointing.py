@@ -8,18 +8,18 @@ folder, which is empty).
 from __future__ import annotations
 
 import os
+
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-# The metric each task is judged by, as FusedSegModule logs it (`val/<evaluator key>`).
-MAIN_METRIC = {"semantic": "val/mIoU", "instance": "val/AP", "panoptic": "val/PQ"}
+from fusionseg.evaluation import HEADLINE_METRIC
 
 
 def main_metric(task: str) -> str:
-    """`val/...` name of the metric that picks the best checkpoint for `task`."""
-    if task not in MAIN_METRIC:
-        raise ValueError(f"no main metric for task {task!r}; known tasks: {sorted(MAIN_METRIC)}")
-    return MAIN_METRIC[task]
+    """`val/...` name of the metric that picks the best checkpoint for `task`, as FusedSegModule logs it."""
+    if task not in HEADLINE_METRIC:
+        raise ValueError(f"no main metric for task {task!r}; known tasks: {sorted(HEADLINE_METRIC)}")
+    return f"val/{HEADLINE_METRIC[task]}"
 
 
 def default_checkpoint_dir(trainer: Trainer) -> str:

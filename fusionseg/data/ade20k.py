@@ -76,12 +76,6 @@ class ADE20KDataset(SegDataset):
         if not self.images:
             raise DatasetLayoutError("ade20k", root, f"no {split} images found under {image_dir}", LAYOUT)
 
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def image_id(self, index: int) -> str:
-        return self.ids[index]
-
     def load(self, index: int) -> tuple[Tensor, SegTarget]:
         image = read_image(self.images[index])
         if self.panoptic is not None:

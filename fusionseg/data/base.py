@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import ClassVar, NamedTuple
@@ -31,15 +32,17 @@ class SegItem(NamedTuple):
     skipped: tuple[str, ...] = ()
 
 
-class SegDataset(Dataset[SegItem]):
+class SegDataset(Dataset[SegItem], ABC):
     """Base class of the dataset readers.
 
-    Subclasses set `info` and implement `__len__`, `image_id(i)` and `load(i)`, which returns the uint8
-    image `(3, H, W)` and the `SegTarget` for `self.task`, raising `CorruptFileError` for unreadable files.
+    Subclasses set `info` and `ids` (one image id per item; `__len__` and `image_id` read it, or
+    override both) and implement `load(i)`, which returns the uint8 image `(3, H, W)` and the
+    `SegTarget` for `self.task`, raising `CorruptFileError` for unreadable files.
     """
 
     tasks: ClassVar[tuple[str, ...]] = TASKS
     info: DatasetInfo
+    ids: list[str]
 
     def __init__(self, task: str, transform: Transform | None = None, skip_corrupt: bool = False) -> None:
         if task not in self.tasks:
@@ -49,13 +52,14 @@ class SegDataset(Dataset[SegItem]):
         self.skip_corrupt = skip_corrupt
 
     def __len__(self) -> int:
-        raise NotImplementedError
+        return len(self.ids)
 
     def image_id(self, index: int) -> str:
-        raise NotImplementedError
+        return self.ids[index]
 
+    @abstractmethod
     def load(self, index: int) -> tuple[Tensor, SegTarget]:
-        raise NotImplementedError
+        """The uint8 image `(3, H, W)` and the target of item `index`."""
 
     def __getitem__(self, index: int) -> SegItem:
         if not -len(self) <= index < len(self):

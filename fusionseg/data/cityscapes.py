@@ -78,12 +78,6 @@ class CityscapesDataset(SegDataset):
         if not self.images:
             raise DatasetLayoutError("cityscapes", root, f"no *_leftImg8bit.png images under {image_dir}", LAYOUT)
 
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def image_id(self, index: int) -> str:
-        return self.ids[index]
-
     def load(self, index: int) -> tuple[Tensor, SegTarget]:
         image = read_image(self.images[index])
         if self.panoptic is not None:

@@ -67,12 +67,6 @@ class COCODataset(SegDataset):
         if not self.images:
             raise DatasetLayoutError("coco", root, f"{json_path} lists no images", LAYOUT)
 
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def image_id(self, index: int) -> str:
-        return self.ids[index]
-
     def load(self, index: int) -> tuple[Tensor, SegTarget]:
         image = read_image(self.images[index])
         if self.instances is not None:

@@ -65,12 +65,6 @@ class KITTI360Dataset(SegDataset):
         self.train_id = semantic_id_to_train_id()
         self.instance_class = semantic_id_to_instance_class()
 
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def image_id(self, index: int) -> str:
-        return self.ids[index]
-
     def load(self, index: int) -> tuple[Tensor, SegTarget]:
         image = read_image(self.images[index])
         path = self.labels[index]

@@ -4,6 +4,12 @@ crashed run with the same plan, continuing its step count on the batches it had 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import faiss
 import pytest
@@ -124,3 +130,37 @@ def test_a_crashed_run_resumes_from_last_ckpt_with_its_plan_and_data_position(tm
     assert straight.trainer.global_step == 6
     assert [b["ids"] for b in reference["batches"][2:]] == [b["ids"] for b in probe["batches"]]
     assert reference["plan"] == crashed_plan
+
+
+def test_a_run_killed_with_sigkill_resumes_from_its_last_checkpoint(tmp_path):
+    """No clean shutdown at all: the process dies between steps, or while a checkpoint is being written."""
+    repo = Path(__file__).parents[1]
+    root, cache = tmp_path / "run", tmp_path / "cache"
+    args = _fit_args(root, cache, tmp_path / "killed")
+    args[args.index("--trainer.max_steps") + 1] = "100000"  # it would run for hours: only the kill ends it
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo / "tests"), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    with open(tmp_path / "killed.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "fusionseg.cli", *args], cwd=repo, env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+        last = root / "checkpoints" / "last.ckpt"
+        deadline = time.monotonic() + 240
+        try:
+            while not (last.exists() and torch.load(last, weights_only=True)["global_step"] >= 4):
+                assert proc.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "no checkpoint at step 4 within 4 minutes"
+                time.sleep(0.2)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    ckpt = torch.load(last, weights_only=True)  # the file is whole: Lightning writes checkpoints atomically
+    step = ckpt["global_step"]
+
+    resumed_args = _fit_args(root, cache, tmp_path / "resumed", "--ckpt_path", "last")
+    resumed_args[resumed_args.index("--trainer.max_steps") + 1] = str(step + 2)
+    cli = run_lightning_cli(resumed_args)
+    probe = json.loads((tmp_path / "resumed" / "probe_rank0.json").read_text())
+    assert cli.trainer.global_step == step + 2
+    assert [b["step"] for b in probe["batches"]] == [step, step + 1]
+    assert probe["plan"] == ckpt["fusion_plan"]

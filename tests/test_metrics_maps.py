@@ -20,7 +20,7 @@ from fusionseg.metrics import (
     zscore,
 )
 from fusionseg.metrics import pca as pca_module
-from fusionseg.metrics.silhouette import stratified_subset
+from fusionseg.metrics.silhouette import batch_silhouettes, stratified_subset
 
 
 def test_norm_map_is_the_channel_l2_norm():
@@ -78,6 +78,9 @@ def test_subspace_iteration_matches_the_exact_principal_components(monkeypatch):
     monkeypatch.setattr(pca_module, "EXACT_LIMIT", 10_000)
     exact = principal_scores(x, 4)
     assert torch.allclose(fast.abs(), exact.abs(), rtol=1e-3, atol=1e-2 * float(exact.abs().max()))
+    # Iterating on a quarter of the positions, with the given channel means, finds the same components.
+    sketched = pca_module.principal_scores(x, 4, sketch_rows=100, mean=x.mean(2))
+    assert torch.allclose(sketched.abs(), exact.abs(), rtol=1e-3, atol=1e-2 * float(exact.abs().max()))
 
 
 def test_kmeans_is_seeded_and_finds_well_separated_clusters():
@@ -114,3 +117,16 @@ def test_subset_silhouettes_equal_the_full_silhouette_when_every_row_fits():
     full = [silhouette_score(x, lab) for lab in labels]
     sub = subset_silhouettes(x, labels, num_samples=2000)
     assert np.allclose([float(v) for v in sub], [float(v) for v in full], atol=1e-6)
+
+
+def test_batch_silhouettes_score_each_map_as_alone_and_unusable_labelings_zero():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 2500, 4, generator=g)  # more rows than num_samples: stratified subsets
+    labels = torch.stack([torch.randint(k, (3, 2500), generator=g) for k in (3, 5)], 2)
+    usable = torch.tensor([[True, True], [True, False], [False, True]])
+    scores = batch_silhouettes(x, labels, [3, 5], num_samples=600, usable=usable)
+    for i in range(3):
+        alone = subset_silhouettes(x[i], list(labels[i].unbind(1)), num_samples=600)
+        for j in range(2):
+            expected = float(alone[j]) if usable[i, j] else 0.0
+            assert float(scores[i, j]) == pytest.approx(expected, abs=1e-5)

@@ -2,9 +2,9 @@
 
 faiss learns the centroids: the best of `nredo` runs of Lloyd iterations, each from a seeded
 k-means++ start (as scikit-learn's `KMeans`) where the installed faiss offers it, a seeded random
-start on older faiss; at most `max_points_per_centroid * k` training rows, as faiss does by
-default. The labels of all rows are then the nearest centroid, computed in torch on the rows'
-own device.
+start on older faiss; on at most `max_points_per_centroid * k` training rows (a seeded random
+subset), stopping early once an iteration improves the objective by less than `early_stop`. The
+labels of all rows are then their nearest centroid, found by the same faiss index.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ def kmeans(
     niter: int = NITER,
     nredo: int = NREDO,
     max_points_per_centroid: int = MAX_POINTS_PER_CENTROID,
+    early_stop: float = EARLY_STOP,
 ) -> tuple[Tensor, Tensor]:
     """Cluster the rows of `x` `(n, d)` into `k` groups.
 
@@ -78,9 +79,11 @@ def kmeans(
         # A random start often leaves two centroids in one cluster and one cluster split; k-means++ rarely does.
         params.init_method = faiss.ClusteringInitMethod_KMEANS_PLUS_PLUS
     if hasattr(params, "early_stop_threshold"):
-        params.early_stop_threshold = EARLY_STOP
+        params.early_stop_threshold = early_stop
     clustering = faiss.Clustering(d, k, params)
-    clustering.train(np.ascontiguousarray(rows.cpu().numpy()), _index(d, rows.device))
+    points = np.ascontiguousarray(rows.cpu().numpy())
+    index = _index(d, rows.device)
+    clustering.train(points, index)
     centroids = torch.from_numpy(faiss.vector_to_array(clustering.centroids).reshape(k, d)).to(rows.device)
-    labels = torch.cdist(rows, centroids).argmin(dim=1)
+    labels = torch.from_numpy(index.search(points, 1)[1][:, 0]).to(rows.device)  # the index holds the centroids
     return centroids, labels

@@ -15,6 +15,9 @@ from torch import Tensor
 from fusionseg.metrics.pca import principal_scores
 
 ZSCORE_MIN_STD = 1e-8
+# A constant channel's two-pass std is the rounding error of its mean, far below this fraction of
+# the mean; only channels under it need the exact (two more passes) constancy test.
+CONSTANT_SUSPECT_RATIO = 1e-3
 PCA_MIN_STD = 1e-6
 BORDER = 1
 
@@ -37,8 +40,11 @@ def sanitize(feat: Tensor) -> tuple[Tensor, Tensor]:
     check_features(feat)
     x = feat.detach().float().contiguous()  # channels-last features would slow every reduction below
     flat = x.flatten(1)
-    # amax/amin propagate NaN and show +-inf: two fast passes instead of an isfinite mask of the whole map.
-    finite = torch.isfinite(flat.amax(dim=1)) & torch.isfinite(flat.amin(dim=1))
+    # A sum is finite only when every value is: one fast pass instead of an isfinite mask of the whole map.
+    # Where it is not (a value is not finite, or the sum overflowed), amax/amin tell exactly.
+    finite = torch.isfinite(flat.sum(dim=1))
+    if not bool(finite.all()):
+        finite = torch.isfinite(flat.amax(dim=1)) & torch.isfinite(flat.amin(dim=1))
     if not bool(finite.all()):
         x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
     return x, finite
@@ -61,11 +67,10 @@ def is_constant(x: Tensor, dim: int | tuple[int, ...]) -> Tensor:
 
 def mean_std(x: Tensor, dim: int) -> tuple[Tensor, Tensor]:
     """Mean and population std along `dim` (kept), two-pass: exact enough and, on CPU, much faster
-    than `torch.std_mean`."""
+    than `torch.std_mean` (the norm of the centered values is one pass, without a squared copy)."""
     mean = x.mean(dim=dim, keepdim=True)
-    centered = (x - mean).movedim(dim, -1)
-    second = torch.einsum("...n,...n->...", centered, centered) / max(x.shape[dim], 1)
-    return mean, second.sqrt_().unsqueeze(dim)
+    norm = torch.linalg.vector_norm(x - mean, dim=dim, keepdim=True)
+    return mean, norm.div_(math.sqrt(max(x.shape[dim], 1)))
 
 
 def zscore(x: Tensor) -> Tensor:
@@ -85,7 +90,11 @@ def channel_stats(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Per channel of `(B, C, n)`: mean and population std over the `n` positions, and whether the
     channel is exactly constant; each `(B, C, 1)`."""
     mean, std = mean_std(x, 2)
-    return mean, std, is_constant(x, 2)[..., None]
+    constant = torch.zeros_like(std, dtype=torch.bool)
+    suspect = ((std <= CONSTANT_SUSPECT_RATIO * mean.abs()) | ~torch.isfinite(std))[..., 0]  # inf: squares overflowed
+    if bool(suspect.any()):
+        constant[suspect] = is_constant(x[suspect], 1)[:, None]
+    return mean, std, constant
 
 
 def minmax(x: Tensor) -> Tensor:

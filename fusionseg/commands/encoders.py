@@ -14,20 +14,11 @@ import inspect
 import json
 import sys
 from collections.abc import Sequence
-from importlib.metadata import entry_points
 from typing import Any
 
 import torch
 
-from fusionseg.encoders.registry import GROUP, available, build, encoder_class, parse_spec
-
-
-def _package(name: str) -> str:
-    for ep in entry_points(group=GROUP):
-        if ep.name == name:
-            dist = getattr(ep, "dist", None)
-            return f"{dist.name} {dist.version}" if dist is not None else "an unknown package"
-    return "not registered"
+from fusionseg.encoders.registry import available, build, encoder_class, package_of, parse_spec
 
 
 def _build_for_description(name: str, kwargs: dict[str, Any]) -> Any:
@@ -55,7 +46,7 @@ def describe(spec: str) -> dict[str, Any]:
     info: dict[str, Any] = {"spec": spec}
     try:
         name, kwargs = parse_spec(spec)
-        info.update(name=name, package=_package(name))
+        info.update(name=name, package=package_of(name))
         if kwargs.pop("weights", None) is not None:
             info["note"] = "weights are not read when describing an encoder"
         info["arguments"] = f"{name}({_arguments(encoder_class(name))})"

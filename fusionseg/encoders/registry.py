@@ -38,6 +38,12 @@ def _package_of(ep: EntryPoint) -> str:
     return f"{dist.name} {dist.version}" if dist is not None else "an unknown package"
 
 
+def package_of(name: str) -> str:
+    """`"<distribution> <version>"` of the package that registers encoder `name`."""
+    eps = _entry_points()
+    return _package_of(eps[name]) if name in eps else "not registered"
+
+
 def encoder_class(name: str) -> type[Encoder] | Any:
     """The class (or factory) registered under `name`, imported."""
     eps = _entry_points()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 from torch import Tensor, nn
@@ -12,7 +13,7 @@ from fusionseg.structures import IGNORE_INDEX, SegPrediction, SegTarget
 Results = dict[str, float | Tensor]
 
 
-class SegEvaluator(nn.Module):
+class SegEvaluator(nn.Module, ABC):
     """Accumulates predictions against targets (`update`), reports flat metrics in percent (`compute`).
 
     Predictions and targets are compared at the original image size. `reset()` starts over;
@@ -32,11 +33,13 @@ class SegEvaluator(nn.Module):
             raise ValueError(f"{len(names)} class names for num_classes={num_classes}; give one name per class")
         self.num_classes, self.class_names, self.ignore_index = num_classes, names, ignore_index
 
+    @abstractmethod
     def update(self, preds: Sequence[SegPrediction], targets: Sequence[SegTarget]) -> None:
-        raise NotImplementedError
+        """Add one batch of predictions and their targets."""
 
+    @abstractmethod
     def compute(self) -> Results:
-        raise NotImplementedError
+        """Flat results over everything added since the last `reset()`, in percent."""
 
     def reset(self) -> None:
         for module in self.modules():

@@ -24,6 +24,9 @@ LAYOUT = """\
 """
 SPLIT_DIRS = {"train": "training", "val": "validation"}
 NUM_CLASSES = len(ADE20K_CLASSES)
+# Semantic PNG value -> class id: value - 1, and 0 (unlabeled) -> IGNORE_INDEX.
+PNG_TO_CLASS = np.arange(256, dtype=np.int64) - 1
+PNG_TO_CLASS[0] = IGNORE_INDEX
 
 
 class ADE20KDataset(SegDataset):
@@ -84,7 +87,5 @@ class ADE20KDataset(SegDataset):
             return image, self.instances.load_target(index)
         label = read_label(self.labels[index])
         check_label_range(label, NUM_CLASSES, self.labels[index])
-        lut = np.arange(256, dtype=np.int64) - 1
-        lut[0] = IGNORE_INDEX
-        return image, semantic_target(lut[label])
+        return image, semantic_target(PNG_TO_CLASS[label])
 

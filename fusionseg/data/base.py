@@ -139,10 +139,3 @@ def merge_by_class(target: SegTarget) -> SegTarget:
     masks = torch.stack([target.masks[target.labels == c].any(0) for c in classes])
     return SegTarget(masks=masks, labels=classes)
 
-
-def things_only(target: SegTarget, thing_to_instance_class: dict[int, int]) -> SegTarget:
-    """Keep the thing segments of a panoptic target, relabelled to the instance task's class ids."""
-    keep = [i for i, c in enumerate(target.labels.tolist()) if c in thing_to_instance_class]
-    idx = torch.tensor(keep, dtype=torch.long)
-    labels = torch.tensor([thing_to_instance_class[c] for c in target.labels[idx].tolist()], dtype=torch.long)
-    return SegTarget(masks=target.masks[idx], labels=labels, iscrowd=target.iscrowd[idx])

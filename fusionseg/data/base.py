@@ -138,4 +138,3 @@ def merge_by_class(target: SegTarget) -> SegTarget:
     classes = torch.unique(target.labels)
     masks = torch.stack([target.masks[target.labels == c].any(0) for c in classes])
     return SegTarget(masks=masks, labels=classes)
-

@@ -115,8 +115,9 @@ class SegDataModule(LightningDataModule):
             self.train_set = self.build_dataset(self.train_split, self.train_transform)
         if stage in ("fit", "validate", None) and self.val_set is None:
             self.val_set = self.build_dataset(self.val_split, self.eval_transform)
-        if stage == "predict" and self.hparams.predict_root is not None and self.predict_set is None:
-            self.predict_set = ImageFolderDataset(self.hparams.predict_root, self.info, self.eval_transform)
+        if stage == "predict" and self.hparams.predict_root is not None:
+            if self.predict_set is None:
+                self.predict_set = ImageFolderDataset(self.hparams.predict_root, self.info, self.eval_transform)
         elif stage in ("test", "predict", None) and self.test_set is None:
             self.test_set = self.build_dataset(self.test_split, self.eval_transform)
 

@@ -6,9 +6,6 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.tensorboard import SummaryWriter
 
-# Encoder roles as tags name them.
-ROLES = ("master", "aux", "fused")
-
 
 def tensorboard_writer(trainer: Trainer) -> SummaryWriter | None:
     """The SummaryWriter of the trainer's first TensorBoardLogger, on global rank 0; else None."""

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fusionseg.data.base import SegDataset, Transform, segments_target
+from fusionseg.data.base import SegDataset, Transform, segments_target, semantic_target
 from fusionseg.structures import DatasetInfo, SegTarget
 
 # (name, is_thing, base colour, texture)
@@ -201,8 +201,7 @@ class SyntheticDataset(SegDataset):
             class_of = np.zeros(int(segment_map.max()) + 1, dtype=np.int64)
             for seg_id, cls in segments:
                 class_of[seg_id] = cls
-            classes = sorted({c for _, c in segments})
-            return image_t, segments_target(class_of[segment_map] + 1, [(c + 1, c, False) for c in classes])
+            return image_t, semantic_target(class_of[segment_map])
         if self.task == "instance":
             triples = [(s, self._instance_class[c], False) for s, c in segments if c in self._instance_class]
         else:

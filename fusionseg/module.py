@@ -220,7 +220,9 @@ class FusedSegModule(LightningModule):
             raise ValueError(f"the plan's aux {plan.aux!r} does not match this module's aux encoder {have!r}")
         master, aux = self.master, self.aux
         device = next(master.parameters(), torch.empty(0)).device
-        self.pyramid = MasterAuxPyramid(master, aux, plan.strides, align=self.align, mode=self.mode).to(device)
+        # New alignment layers follow the module's mode (eval when a plan is set outside fit).
+        pyramid = MasterAuxPyramid(master, aux, plan.strides, align=self.align, mode=self.mode)
+        self.pyramid = pyramid.to(device).train(self.training)
         if self._unplanned is not None:
             del self._unplanned
             self._unplanned = None

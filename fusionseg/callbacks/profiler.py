@@ -122,7 +122,6 @@ class MetricProfiler(Callback):
         task = self.task or pl_module.task
         plan = make_plan(pl_module.master_spec, pl_module.aux_spec, values, task)
         pl_module.set_plan(plan)
-        pl_module.pyramid.train(pl_module.training)  # new alignment layers follow the stage (eval outside fit)
         self.plan = plan.to_dict()
         rank_zero_info(f"MetricProfiler: {plan.summary()}")
         log_profiles(trainer, pl_module, values, plan, {r: p["from_cache"] for r, p in self.profiles.items()})

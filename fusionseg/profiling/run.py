@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -34,9 +35,8 @@ def _image_batches(images: Tensor | Iterable[Any], batch_size: int, limit: int |
 
 
 def _device_of(module: nn.Module) -> torch.device:
-    for tensor in list(module.parameters()) + list(module.buffers()):
-        return tensor.device
-    return torch.device("cpu")
+    tensor = next(itertools.chain(module.parameters(), module.buffers()), None)
+    return torch.device("cpu") if tensor is None else tensor.device
 
 
 @torch.no_grad()
@@ -61,6 +61,7 @@ def profile_encoders(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     total = num_images if num_images is not None else (images.shape[0] if isinstance(images, Tensor) else None)
     modes = {name: enc.training for name, enc in encoders.items()}
+    devices = {name: _device_of(enc) for name, enc in encoders.items()}
     builder = ProfileBuilder()
     seen = 0
     try:
@@ -69,7 +70,7 @@ def profile_encoders(
         with tqdm(total=total, unit="img", desc="profiling", disable=not progress) as bar:
             for batch in _image_batches(images, batch_size, num_images):
                 for name, enc in encoders.items():
-                    x = batch.to(_device_of(enc), torch.float32)
+                    x = batch.to(devices[name], torch.float32)
                     builder.add(name, pyramid_metrics(enc(enc.normalize(x)), x, seed=seed))
                 seen += batch.shape[0]
                 bar.update(batch.shape[0])

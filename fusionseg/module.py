@@ -280,17 +280,16 @@ class FusedSegModule(LightningModule):
 
     # -- evaluation -------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        splits = {"fit": ("val",), "validate": ("val",), "test": ("test",)}.get(stage, ())
-        if not splits:
-            return
-        for split in splits:
-            self._evaluators[split] = build_evaluator(
-                self.task,
-                self.num_classes,
-                thing_ids=self.thing_ids or (),
-                class_names=self.class_names,
-                ignore_index=self.hparams.ignore_index,
-            )
+        split = {"fit": "val", "validate": "val", "test": "test"}.get(stage)
+        if split is None:
+            return  # predict evaluates nothing
+        self._evaluators[split] = build_evaluator(
+            self.task,
+            self.num_classes,
+            thing_ids=self.thing_ids or (),
+            class_names=self.class_names,
+            ignore_index=self.hparams.ignore_index,
+        )
 
     def _evaluator(self, split: str) -> nn.Module:
         if split not in self._evaluators:
@@ -304,7 +303,7 @@ class FusedSegModule(LightningModule):
         for key, value in results.items():
             # Scalars are logged; per-class tensors stay available from evaluator.compute().
             if isinstance(value, (int, float)) or (isinstance(value, Tensor) and value.numel() == 1):
-                self.log(f"{split}/{key}", float(value), prog_bar=key == HEADLINE_METRIC[self.hparams.task])
+                self.log(f"{split}/{key}", float(value), prog_bar=key == HEADLINE_METRIC[self.task])
         evaluator.reset()
 
     # -- optimization ----------------------------------------------------------------------------

@@ -93,9 +93,10 @@ def panoptic_inference(
         stuff_segment: dict[int, int] = {}
         for k in range(cur_classes.shape[0]):
             pred_class = int(cur_classes[k])
-            mask_area = int((owner == k).sum())
-            original_area = int((cur_masks[k] >= 0.5).sum())
-            mask = (owner == k) & (cur_masks[k] >= 0.5)
+            owned, confident = owner == k, cur_masks[k] >= 0.5
+            mask_area = int(owned.sum())
+            original_area = int(confident.sum())
+            mask = owned & confident
             if mask_area == 0 or original_area == 0 or not bool(mask.any()):
                 continue
             if mask_area / original_area < overlap_threshold:

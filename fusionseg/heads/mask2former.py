@@ -181,7 +181,7 @@ class Mask2FormerHead(nn.Module):
         for t in targets:
             keep = ~t.iscrowd.to(device=device, dtype=torch.bool)
             labels = t.labels.to(device)[keep]
-            if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
+            if ((labels < 0) | (labels >= self.num_classes)).any():  # one host sync per image, not two
                 raise ValueError(f"target labels must be in [0, {self.num_classes}), got {labels.tolist()}")
             mask_labels.append(t.masks.to(device)[keep].float())
             class_labels.append(labels)

@@ -15,13 +15,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
-from PIL import Image
 from torch import Tensor
 
+from fusionseg.data.io import read_image
 from fusionseg.encoders import Encoder, EncoderPluginError, EncoderSpec, UnknownEncoderError
 from fusionseg.plan import PLAN_TASKS
 from fusionseg.profiling import plan_fusion, profile_encoders
@@ -58,9 +57,8 @@ def square_resize(image: Tensor, size: int) -> Tensor:
 
 
 def load_image(path: Path, size: int) -> Tensor:
-    with Image.open(path) as img:
-        arr = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
-    return square_resize(torch.from_numpy(arr).permute(2, 0, 1), size)
+    """An image file upright (EXIF orientation applied, as the dataset readers do), squared to `size`."""
+    return square_resize(read_image(path).float().div_(255), size)
 
 
 def folder_images(folder: str | Path, num_images: int, size: int) -> Tensor:

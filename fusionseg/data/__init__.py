@@ -1,33 +1,45 @@
-"""Datasets in their official layouts, the procedural `synthetic` set, transforms and `SegDataModule`."""
+"""Datasets in their official layouts, the procedural `synthetic` set, transforms and `SegDataModule`.
 
-from fusionseg.data.ade20k import ADE20KDataset
-from fusionseg.data.base import SegDataset, SegItem
-from fusionseg.data.cityscapes import CityscapesDataset
-from fusionseg.data.coco import COCODataset
-from fusionseg.data.collate import CollatedBatch, ReportingDataLoader, SegCollate
-from fusionseg.data.datamodule import READERS, SegDataModule, dataset_info
-from fusionseg.data.errors import CorruptFileError, DatasetLayoutError, LabelRangeError
-from fusionseg.data.kitti360 import KITTI360Dataset
-from fusionseg.data.synthetic import SyntheticDataset
-from fusionseg.data.transforms import EvalTransform, TrainTransform
+The names below are imported on first use, so that `fusionseg.data.io` or `fusionseg.data.labels` can be
+used without loading Lightning (which `SegDataModule` needs).
+"""
 
-__all__ = [
-    "ADE20KDataset",
-    "COCODataset",
-    "CityscapesDataset",
-    "CollatedBatch",
-    "CorruptFileError",
-    "DatasetLayoutError",
-    "EvalTransform",
-    "KITTI360Dataset",
-    "LabelRangeError",
-    "READERS",
-    "ReportingDataLoader",
-    "SegCollate",
-    "SegDataModule",
-    "SegDataset",
-    "SegItem",
-    "SyntheticDataset",
-    "TrainTransform",
-    "dataset_info",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ADE20KDataset": "fusionseg.data.ade20k",
+    "COCODataset": "fusionseg.data.coco",
+    "CityscapesDataset": "fusionseg.data.cityscapes",
+    "CollatedBatch": "fusionseg.data.collate",
+    "CorruptFileError": "fusionseg.data.errors",
+    "DatasetLayoutError": "fusionseg.data.errors",
+    "EvalTransform": "fusionseg.data.transforms",
+    "KITTI360Dataset": "fusionseg.data.kitti360",
+    "LabelRangeError": "fusionseg.data.errors",
+    "READERS": "fusionseg.data.datamodule",
+    "ReportingDataLoader": "fusionseg.data.collate",
+    "SegCollate": "fusionseg.data.collate",
+    "SegDataModule": "fusionseg.data.datamodule",
+    "SegDataset": "fusionseg.data.base",
+    "SegItem": "fusionseg.data.base",
+    "SyntheticDataset": "fusionseg.data.synthetic",
+    "TrainTransform": "fusionseg.data.transforms",
+    "dataset_info": "fusionseg.data.datamodule",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'fusionseg.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

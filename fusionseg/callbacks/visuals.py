@@ -14,6 +14,8 @@ Only global rank 0 draws; the module runs outside the DDP wrapper, without colle
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -110,8 +112,7 @@ class TensorBoardVisuals(Callback):
         try:
             with trainer.precision_plugin.forward_context():
                 parts = pl_module.pyramid.parts(images)
-                preds = pl_module.predictions(SegBatch(images, batch.targets, batch.image_sizes, batch.orig_sizes,
-                                                       batch.image_ids)) if self.predictions else None
+                preds = pl_module.predictions(replace(batch, images=images)) if self.predictions else None
         finally:
             pl_module.train(was_training)
         pyramids = {"master": parts.master, "fused": parts.fused}

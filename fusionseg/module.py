@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,10 +29,6 @@ PLAN_NEEDED = (
     "(fusionseg.callbacks.MetricProfiler), which profiles both encoders and calls set_plan() before the first step."
 )
 CHECKPOINT_PLAN_KEY = "fusion_plan"
-
-
-def _spec_dict(spec: EncoderSpec) -> dict[str, Any]:
-    return {"name": spec.name, "args": dict(spec.args)}
 
 
 def _plain(value: Any) -> Any:
@@ -120,8 +117,8 @@ class FusedSegModule(LightningModule):
         self.save_hyperparameters()
         self.master_spec = EncoderSpec.parse(master)
         self.aux_spec = EncoderSpec.parse(aux) if aux is not None else None
-        self.hparams["master"] = _spec_dict(self.master_spec)
-        self.hparams["aux"] = _spec_dict(self.aux_spec) if self.aux_spec is not None else None
+        self.hparams["master"] = asdict(self.master_spec)
+        self.hparams["aux"] = asdict(self.aux_spec) if self.aux_spec is not None else None
         self.task = task
         self.num_classes = num_classes
         self.thing_ids = self._check_label_space(task, num_classes, thing_ids, class_names)

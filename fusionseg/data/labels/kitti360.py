@@ -3,7 +3,7 @@
 From kitti360Scripts' `helpers/labels.py`. Instance PNGs store `semanticId * 1000 + instanceId`
 (a value below 1000 is a region of that semantic id without instances). The official 2D instance
 evaluation scores the labels with `hasInstances` and not `ignoreInInst`, except `bus` and `train`:
-building, person, rider, car, truck, motorcycle, bicycle.
+building, person, rider, car, truck, motorcycle, bicycle; garage instances count as building.
 """
 
 from __future__ import annotations
@@ -76,9 +76,17 @@ def semantic_id_to_train_id() -> np.ndarray:
     return lut
 
 
+# The official evaluation (instances2dict.py) counts garage instances as building instances.
+MERGED_INSTANCE_LABELS = {"garage": "building"}
+
+
 def semantic_id_to_instance_class() -> dict[int, int]:
-    """Semantic id -> contiguous id among the 7 evaluated instance classes."""
-    return {row[1]: i for i, row in enumerate(INSTANCE_LABELS)}
+    """Semantic id -> contiguous id among the 7 evaluated instance classes (garage counted as building)."""
+    mapping = {row[1]: i for i, row in enumerate(INSTANCE_LABELS)}
+    by_name = {row[0]: row[1] for row in KITTI360_LABELS}
+    for source, target in MERGED_INSTANCE_LABELS.items():
+        mapping[by_name[source]] = mapping[by_name[target]]
+    return mapping
 
 
 def kitti360_info(task: str) -> DatasetInfo:

@@ -49,13 +49,6 @@ def pca_rgb(feat: Tensor, seed: int = 0) -> np.ndarray:
 
 
 @torch.no_grad()
-def pca_gray(feat: Tensor, seed: int = 0) -> np.ndarray:
-    """The metrics' PCA map `P` (first component, `[0, 1]`) as a gray `(B, h, w, 3)` image."""
-    x, _ = sanitize(feat)
-    return pca_map(x, seed=seed).cpu()[..., None].expand(-1, -1, -1, 3).numpy()
-
-
-@torch.no_grad()
 def edge_overlay(feat: Tensor, images: Tensor, q_img: float = 0.10, q_feat: float = 0.10) -> np.ndarray:
     """Feature edges over image edges at feature resolution, on the dimmed image: `(B, h, w, 3)`.
 

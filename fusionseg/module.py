@@ -269,6 +269,12 @@ class FusedSegModule(LightningModule):
     def predict_step(self, batch: SegBatch, batch_idx: int = 0, dataloader_idx: int = 0) -> list[SegPrediction]:
         return self.predictions(batch)
 
+    def on_validation_epoch_start(self) -> None:
+        self._evaluator("val").to(self.device)
+
+    def on_test_epoch_start(self) -> None:
+        self._evaluator("test").to(self.device)
+
     def on_validation_epoch_end(self) -> None:
         self._log_evaluation("val")
 
@@ -291,8 +297,9 @@ class FusedSegModule(LightningModule):
     def _evaluator(self, split: str) -> nn.Module:
         if split not in self._evaluators:
             raise RuntimeError(f"no {split} evaluator: setup() built none for '{split}' (run through a Trainer)")
-        evaluator = self._evaluators[split]
-        return evaluator.to(self.device)
+        # Moved to the device once per epoch (on_*_epoch_start): `.to` walks every accumulated metric state,
+        # so calling it each step would cost more the further the epoch gets.
+        return self._evaluators[split]
 
     def _log_evaluation(self, split: str) -> None:
         evaluator = self._evaluator(split)

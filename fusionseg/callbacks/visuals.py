@@ -75,7 +75,6 @@ class TensorBoardVisuals(Callback):
         self.predictions, self.pca_maps, self.feature_metrics = predictions, pca_maps, feature_metrics
         self.alpha = alpha
         self._batch: SegBatch | None = None
-        self.logged_steps: list[int] = []
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         writer = tensorboard_writer(trainer)
@@ -128,7 +127,6 @@ class TensorBoardVisuals(Callback):
                 if role != "aux" or with_aux:
                     self._log_feature_metrics(writer, role, feats, images, batch, step)
         writer.flush()
-        self.logged_steps.append(step)
 
     def _log_predictions(self, writer: SummaryWriter, pl_module: LightningModule, batch: SegBatch,
                          preds: list, step: int) -> None:

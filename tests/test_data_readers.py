@@ -148,3 +148,14 @@ def test_images_are_read_upright(tmp_path: Path) -> None:
     exif[0x0112] = 6  # stored sideways: viewers rotate it 90 degrees clockwise
     Image.new("RGB", (20, 10), (200, 30, 30)).save(tmp_path / "sideways.jpg", exif=exif)
     assert read_image(tmp_path / "sideways.jpg").shape == (3, 20, 10)
+
+
+def test_kitti360_garage_instances_count_as_buildings() -> None:
+    # The official instance evaluation (kitti360Scripts' instances2dict.py) merges garage into building.
+    from fusionseg.data.labels.kitti360 import KITTI360_LABELS, kitti360_info, semantic_id_to_instance_class
+
+    ids = {row[0]: row[1] for row in KITTI360_LABELS}
+    mapping = semantic_id_to_instance_class()
+    names = kitti360_info("instance").class_names
+    assert names[mapping[ids["garage"]]] == names[mapping[ids["building"]]] == "building"
+    assert len(set(mapping.values())) == len(names) == 7

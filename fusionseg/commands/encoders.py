@@ -22,6 +22,8 @@ from fusionseg.encoders.registry import available, build, encoder_class, package
 
 
 def _build_for_description(name: str, kwargs: dict[str, Any]) -> Any:
+    """Build on the meta device (instant, no memory); encoders whose constructors read tensor values
+    (SAM2's Hiera calls `.item()`) fail there with a meta-device error and are built on the CPU instead."""
     try:
         with torch.device("meta"):
             return build(name, **kwargs)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 
@@ -78,7 +77,6 @@ def test_encoder_labels_are_unique():
         encoder_labels([EncoderSpec("edges"), EncoderSpec("edges")])
 
 
-@pytest.mark.skipif(importlib.util.find_spec("fusionseg.data") is None, reason="fusionseg.data is not available")
 @pytest.mark.parametrize("form", ["class_path", "init_args"])
 def test_profile_command_draws_images_from_a_dataset_config(tmp_path, form):
     args = {"dataset": "synthetic", "synthetic_val_images": 2, "synthetic_image_size": 64, "num_workers": 0}

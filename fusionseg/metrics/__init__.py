@@ -1,4 +1,4 @@
-"""Label-free feature metrics: Structural Coherence (SC) and Edge Fidelity (EF), per image, batched.
+"""Label-free feature metrics: Structural Coherence (SC), Edge Fidelity (EF) and the released code's FCD, per image, batched.
 
 >>> import torch
 >>> from fusionseg.metrics import structural_coherence, edge_fidelity
@@ -21,6 +21,7 @@ from fusionseg.metrics.edges import (
     shift_radii,
     spatial_precision,
 )
+from fusionseg.metrics.fcd import FCD_KEYS, fcd, fcd_parts
 from fusionseg.metrics.kmeans import faiss_has_gpu, kmeans
 from fusionseg.metrics.maps import norm_map, pca_map, sobel_magnitude, top_q_mask, valid_mask, zscore
 from fusionseg.metrics.pca import principal_scores
@@ -30,12 +31,15 @@ from fusionseg.metrics.structure import sc_gt, scs, sfc, structural_coherence
 
 __all__ = [
     "EF_KEYS",
+    "FCD_KEYS",
     "MAP_SIDE",
     "METRIC_NAMES",
     "ImageEdges",
     "correlation_radius",
     "edge_fidelity",
     "faiss_has_gpu",
+    "fcd",
+    "fcd_parts",
     "feature_edges",
     "feature_metrics",
     "frequency_characteristics",

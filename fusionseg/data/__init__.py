@@ -19,14 +19,17 @@ _EXPORTS = {
     "EvalTransform": "fusionseg.data.transforms",
     "KITTI360Dataset": "fusionseg.data.kitti360",
     "LabelRangeError": "fusionseg.data.errors",
+    "LabelSpaceError": "fusionseg.data.crossdata",
     "READERS": "fusionseg.data.datamodule",
     "ReportingDataLoader": "fusionseg.data.collate",
     "SegCollate": "fusionseg.data.collate",
     "SegDataModule": "fusionseg.data.datamodule",
     "SegDataset": "fusionseg.data.base",
     "SegItem": "fusionseg.data.base",
+    "SynscapesDataset": "fusionseg.data.synscapes",
     "SyntheticDataset": "fusionseg.data.synthetic",
     "TrainTransform": "fusionseg.data.transforms",
+    "UrbanSynDataset": "fusionseg.data.urbansyn",
     "dataset_info": "fusionseg.data.datamodule",
 }
 

@@ -12,18 +12,22 @@ from fusionseg.data.base import SegDataset, Transform
 from fusionseg.data.cityscapes import CityscapesDataset
 from fusionseg.data.coco import COCODataset
 from fusionseg.data.collate import ReportingDataLoader, SegCollate
+from fusionseg.data.crossdata import check_same_label_space
 from fusionseg.data.folder import ImageFolderDataset
 from fusionseg.data.kitti360 import KITTI360Dataset
 from fusionseg.data.labels.ade20k import ade20k_info
 from fusionseg.data.labels.cityscapes import cityscapes_info
+from fusionseg.data.labels.cityscapes_synthetic import synscapes_info, urbansyn_info
 from fusionseg.data.labels.coco import coco_info
 from fusionseg.data.labels.kitti360 import kitti360_info
 from fusionseg.data.resumable import ResumableReportingDataLoader
+from fusionseg.data.synscapes import SynscapesDataset
 from fusionseg.data.synthetic import SyntheticDataset, synthetic_info
 from fusionseg.data.transforms import EvalTransform, TrainTransform
+from fusionseg.data.urbansyn import UrbanSynDataset
 from fusionseg.structures import DatasetInfo
 
-DatasetName = Literal["synthetic", "ade20k", "cityscapes", "coco", "kitti360"]
+DatasetName = Literal["synthetic", "ade20k", "cityscapes", "coco", "kitti360", "synscapes", "urbansyn"]
 TaskName = Literal["semantic", "instance", "panoptic"]
 
 READERS: dict[str, type[SegDataset]] = {
@@ -31,14 +35,18 @@ READERS: dict[str, type[SegDataset]] = {
     "cityscapes": CityscapesDataset,
     "coco": COCODataset,
     "kitti360": KITTI360Dataset,
+    "synscapes": SynscapesDataset,
     "synthetic": SyntheticDataset,
+    "urbansyn": UrbanSynDataset,
 }
 _INFO = {
     "ade20k": ade20k_info,
     "cityscapes": cityscapes_info,
     "coco": coco_info,
     "kitti360": kitti360_info,
+    "synscapes": synscapes_info,
     "synthetic": synthetic_info,
+    "urbansyn": urbansyn_info,
 }
 
 
@@ -61,6 +69,11 @@ class SegDataModule(LightningDataModule):
     the official layout under `root`. `skip_corrupt=True` replaces unreadable files by the next readable
     item and logs how many and which at the end of each epoch. `predict_root`: predict on a folder of images
     instead of the test split. The training loader resumes mid-epoch from a checkpoint (see `resumable`).
+
+    Cross-dataset: `val_dataset` / `val_root` name the dataset that validation, test and predict read (default:
+    `dataset` / `root`), e.g. train on `synscapes` and evaluate on `cityscapes`. The two must have the same
+    label space (`LabelSpaceError` otherwise); `info`, which the model receives, is the evaluation dataset's,
+    so the evaluation follows its rules. `train_info` is the training dataset's.
     """
 
     def __init__(
@@ -84,10 +97,17 @@ class SegDataModule(LightningDataModule):
         synthetic_image_size: int = 256,
         synthetic_seed: int = 0,
         predict_root: str | None = None,
+        val_dataset: DatasetName | None = None,
+        val_root: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.info = dataset_info(dataset, task)
+        self.train_info = dataset_info(dataset, task)
+        self.val_dataset = val_dataset or dataset
+        # Another dataset lives under another root; the same dataset defaults to the training root.
+        self.val_root = val_root if val_root is not None or self.val_dataset != dataset else root
+        self.info = dataset_info(self.val_dataset, task)
+        check_same_label_space(self.train_info, self.info)
         self.dataset, self.root, self.task = dataset, root, task
         self.crop_size, self.batch_size, self.eval_batch_size = crop_size, batch_size, eval_batch_size
         self.num_workers, self.skip_corrupt = num_workers, skip_corrupt
@@ -99,27 +119,41 @@ class SegDataModule(LightningDataModule):
         self.test_set: SegDataset | None = None
         self.predict_set: SegDataset | None = None
 
-    def build_dataset(self, split: str, transform: Transform | None) -> SegDataset:
-        """The reader for `split`, with `transform` (None: the image as read, in [0, 1])."""
-        if self.dataset == "synthetic":
+    def build_dataset(
+        self, split: str, transform: Transform | None, dataset: str | None = None, root: str | None = None
+    ) -> SegDataset:
+        """The reader of `dataset` (default: the training dataset, at `root`) for `split`, with `transform`
+        (None: the image as read, in [0, 1])."""
+        dataset, root = (self.dataset, self.root) if dataset is None else (dataset, root)
+        if dataset == "synthetic":
             hp = self.hparams
             count = hp.synthetic_train_images if split == self.train_split else hp.synthetic_val_images
             return SyntheticDataset(
                 count, hp.synthetic_image_size, hp.synthetic_seed, split=split, task=self.task, transform=transform
             )
-        reader = READERS[self.dataset]
-        return reader(self.root, split=split, task=self.task, transform=transform, skip_corrupt=self.skip_corrupt)
+        reader = READERS[dataset]
+        return reader(root, split=split, task=self.task, transform=transform, skip_corrupt=self.skip_corrupt)
 
     def setup(self, stage: str | None = None) -> None:
         if stage in ("fit", None) and self.train_set is None:
             self.train_set = self.build_dataset(self.train_split, self.train_transform)
         if stage in ("fit", "validate", None) and self.val_set is None:
-            self.val_set = self.build_dataset(self.val_split, self.eval_transform)
+            self.val_set = self.build_dataset(self.val_split, self.eval_transform, *self._eval_source)
         if stage == "predict" and self.hparams.predict_root is not None:
             if self.predict_set is None:
                 self.predict_set = ImageFolderDataset(self.hparams.predict_root, self.info, self.eval_transform)
         elif stage in ("test", "predict", None) and self.test_set is None:
-            self.test_set = self.build_dataset(self.test_split, self.eval_transform)
+            self.test_set = self.build_dataset(self.test_split, self.eval_transform, *self._eval_source)
+
+    @property
+    def _eval_source(self) -> tuple[str, str | None]:
+        """The dataset and root that validation, test and predict read."""
+        if self.val_root is None and self.val_dataset not in (self.dataset, "synthetic"):
+            raise ValueError(
+                f"SegDataModule: val_dataset={self.val_dataset!r} differs from dataset={self.dataset!r}, so it "
+                f"needs its own folder: pass val_root=PATH (data.val_root in a config)"
+            )
+        return self.val_dataset, self.val_root
 
     def _loader(self, dataset: SegDataset | None, stage: str, train: bool) -> ReportingDataLoader:
         if dataset is None:

@@ -26,21 +26,26 @@ MODES = ("replace", "add")
 def sample_channel_indices(aux_channels: int, master_channels: int) -> Tensor:
     """Evenly spaced aux channels for the master's width: `floor(i * C_aux / C_master)`, `i < C_master`.
 
+    Computed in float32 as the released code's `align_channels_and_spatial` does
+    (`(torch.arange(C_tgt) * step).floor()`): exact arithmetic picks other channels for some
+    widths (16 of 768 for SAM2-B+'s 896 stride-32 channels into a 768-channel master).
     Only for `aux_channels >= master_channels`; with fewer aux channels every aux channel is
     kept and the rest is filled (see `SampleAlign`).
     """
     if aux_channels < master_channels:
         raise ValueError(f"cannot select {master_channels} channels out of {aux_channels}")
     step = aux_channels / master_channels
-    return (torch.arange(master_channels, dtype=torch.float64) * step).floor().long()
+    return (torch.arange(master_channels, dtype=torch.float32) * step).floor().long()
 
 
 class SampleAlign(nn.Module):
-    """Parameter-free channel alignment, as in the paper's released code.
+    """Parameter-free channel alignment, as in the paper's released code (`align: sample`).
 
-    More aux channels than master channels: evenly spaced channels are kept. Fewer: all aux
-    channels are kept and the missing ones are filled with the aux's per-pixel channel mean
-    (the released code's filler; it keeps the filled channels on the aux's scale).
+    The released `align_channels_and_spatial` (mask2former/vlm_fusion/create_fusion_model_1.py,
+    called by `align_and_replace`): after the bilinear resize that `MasterAuxPyramid.inject`
+    does, more aux channels than master channels keep the evenly spaced channels of
+    `sample_channel_indices`; fewer keep all aux channels and fill the missing ones with the
+    aux's per-pixel channel mean (which keeps the filled channels on the aux's scale).
     """
 
     def __init__(self, aux_channels: int, master_channels: int) -> None:

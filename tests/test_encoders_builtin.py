@@ -19,7 +19,8 @@ CONFIGS = {
     "timm:model_name=swin_tiny_patch4_window7_224,model_kwargs={embed_dim: 16, depths: [1, 1, 1, 1], "
     "num_heads: [1, 1, 1, 1]}": {4: 16, 8: 32, 16: 64, 32: 128},
     "dinov3:size=small": {4: 96, 8: 192, 16: 384, 32: 384},
-    "sam2:size=tiny": {4: 256, 8: 256, 16: 256, 32: 256},
+    "sam2:size=tiny": {4: 96, 8: 192, 16: 384, 32: 768},  # the Hiera trunk (default)
+    "sam2:size=tiny,features=neck": {4: 256, 8: 256, 16: 256, 32: 256},
 }
 SIZES = [(64, 64), (50, 70)]  # the second is not a multiple of 32
 

@@ -50,7 +50,7 @@ def test_encoders_command_lists_every_builtin_with_its_pyramid(capsys: pytest.Ca
     listed = {info["name"]: info for info in json.loads(capsys.readouterr().out)}
     assert BUILT_INS <= set(listed)
     assert listed["dinov3"]["pyramid"] == {"4": 192, "8": 384, "16": 768, "32": 768}
-    assert listed["sam2"]["pyramid"] == {"4": 256, "8": 256, "16": 256, "32": 256}
+    assert listed["sam2"]["pyramid"] == {"4": 112, "8": 224, "16": 448, "32": 896}  # Hiera-B+ trunk
     assert listed["timm"]["pyramid"] == {"4": 256, "8": 512, "16": 1024, "32": 2048}
     assert listed["dinov3"]["package"].startswith("fusionseg ")
     assert all("error" not in info for info in listed.values())

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 from PIL import Image
 from torch import Tensor
 
@@ -98,41 +100,149 @@ def save_feature_maps(
     return written
 
 
+EDGE_LEGEND = tuple((name, tuple(round(255 * c) for c in rgb)) for name, rgb in (
+    ("image edges only", IMAGE_EDGE_RGB), ("feature edges only", FEATURE_EDGE_RGB), ("both (what EF rewards)", BOTH_RGB)))
+
+
+@torch.no_grad()
+def contact_sheet(encoder: str, feats: Mapping[int, Tensor], images: Tensor, cell: int = 128,
+                  profile: Profile | None = None) -> np.ndarray:
+    """All of an encoder's maps on one page: a row per image (the image, then per stride its PCA map and
+    its edges over the image's edges), titled columns, a legend of the edge colours: `(H, W, 3)` uint8.
+
+    With `profile`, the column titles carry the encoder's mean SC and EF at that stride.
+    """
+    from fusionseg.grids import titled_grid
+
+    strides = sorted(feats)
+    size = tuple(images.shape[-2:])
+    pcas = {s: pca_rgb(feats[s]) for s in strides}
+    edges = {s: edge_overlay(feats[s], images) for s in strides}
+    rows = []
+    for i in range(images.shape[0]):
+        row = [to_uint8(images[i].permute(1, 2, 0).cpu().numpy())]
+        for s in strides:
+            row += [to_uint8(pcas[s][i], size), to_uint8(edges[s][i], size)]
+        rows.append(row)
+    titles = ["image"]
+    for s in strides:
+        h, w = feats[s].shape[-2:]
+        scores = ""
+        if profile is not None and encoder in profile.encoders and s in profile.strides(encoder):
+            scores = f"\nSC {profile.mean(encoder, s, 'sc'):.2f}  EF {profile.mean(encoder, s, 'ef'):.2f}"
+        titles += [f"OS {s} PCA\n{h}x{w} map{scores}", f"OS {s} edges"]
+    notes = ("PCA: the first three principal components of the features as RGB (similar colour = similar "
+             "features).\nEdges: the features' strongest edges over the image's edges, at feature resolution.")
+    return titled_grid(rows, titles, title=f"{encoder}: feature maps per output stride", notes=notes,
+                       legend_entries=EDGE_LEGEND, row_height=cell)
+
+
+def save_contact_sheet(path: str | Path, encoder: str, feats: Mapping[int, Tensor], images: Tensor,
+                       cell: int = 128, profile: Profile | None = None) -> Path:
+    """`contact_sheet` written as a PNG (one per encoder instead of a file per map, image and stride)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(contact_sheet(encoder, feats, images, cell, profile)).save(path)
+    return path
+
+
+# What each metric's axis says, so a figure reads without the docs.
+METRIC_AXIS = {
+    "sc": "SC: structural coherence\n(higher = features form clearer regions)",
+    "ef": "EF: edge fidelity\n(higher = feature edges lie on image edges)",
+    "ef_cc": "EF_cc: edge fidelity, chance-corrected\n(higher = feature edges on image edges)",
+}
+
+
+def _excluded(plan: FusionPlan | None, encoder: str) -> list[int]:
+    """Strides of `encoder` the plan left out (feature maps too small to score), from the plan's scores."""
+    if plan is None:
+        return []
+    return [int(s) for s in (plan.scores.get("excluded_strides") or {}).get(encoder, [])]
+
+
 def profile_figure(profile: Profile, plan: FusionPlan | None = None, metrics: Sequence[str] = ("sc", "ef")) -> Figure:
-    """One panel per metric: mean (± std) per stride, a line per encoder; the plan's stride is marked
-    on the curve of the encoder injected there."""
-    fig = Figure(figsize=(5.0 * len(metrics), 3.8), layout="constrained")
+    """One panel per metric: mean (band: ± 1 std over images) per stride, a line per encoder.
+
+    With a plan: the metric the plan chose the stride by is drawn too (when the profile holds it), the
+    injection stride is starred on the aux's curve of that metric, and strides the plan left out (maps
+    smaller than `min_map_side`) are shaded and their points drawn hollow, so a peak there is not
+    mistaken for the choice.
+    """
+    plan_metric = str(plan.scores.get("plan_metric", "ef")) if plan is not None else None
+    metrics = list(metrics)
+    if plan_metric is not None and plan_metric not in metrics and _holds(profile, plan_metric):
+        metrics.append(plan_metric)
+    fig = Figure(figsize=(5.0 * len(metrics), 4.8), layout="constrained")
     FigureCanvasAgg(fig)
     strides = sorted({s for e in profile.encoders for s in profile.strides(e)})
+    excluded = sorted({s for e in profile.encoders for s in _excluded(plan, e)})
+    legend: dict[str, Any] = {}  # one legend for all panels, below them
     for i, metric in enumerate(metrics):
         ax = fig.add_subplot(1, len(metrics), i + 1)
         for encoder in profile.encoders:
             xs = profile.strides(encoder)
-            means = np.array([profile.mean(encoder, s, metric) for s in xs])
-            stds = np.array([profile.std(encoder, s, metric) for s in xs])
+            used = [s for s in xs if s not in _excluded(plan, encoder)]
+            left_out = [s for s in xs if s not in used]
             role = ""
             if plan is not None:
                 role = " (master)" if encoder == plan.master else " (aux)" if encoder == plan.aux else ""
-            (line,) = ax.plot(xs, means, marker="o", label=f"{encoder}{role}")
-            ax.fill_between(xs, means - stds, means + stds, color=line.get_color(), alpha=0.15)
-            if plan is not None and encoder == plan.aux:
+            means = np.array([profile.mean(encoder, s, metric) for s in used])
+            stds = np.array([profile.std(encoder, s, metric) for s in used])
+            (line,) = ax.plot(used, means, marker="o", label=f"{encoder}{role}")
+            legend.setdefault(line.get_label(), line)
+            ax.fill_between(used, means - stds, means + stds, color=line.get_color(), alpha=0.15)
+            if left_out:  # drawn hollow and dotted: measured, but not part of the choice
+                joined = used[-1:] + left_out if used and used[-1] < left_out[0] else left_out
+                ax.plot(joined, [profile.mean(encoder, s, metric) for s in joined], linestyle=":",
+                        color=line.get_color())
+                ax.plot(left_out, [profile.mean(encoder, s, metric) for s in left_out], marker="o",
+                        linestyle="none", markerfacecolor="white", markeredgecolor=line.get_color())
+            if plan is not None and encoder == plan.aux and metric == plan_metric:
                 for s in plan.strides:
                     if s in xs:
-                        ax.plot([s], [profile.mean(encoder, s, metric)], marker="*", markersize=16,
-                                color=line.get_color(), markeredgecolor="black", linestyle="none")
+                        (star,) = ax.plot([s], [profile.mean(encoder, s, metric)], marker="*", markersize=17,
+                                          color=line.get_color(), markeredgecolor="black", linestyle="none",
+                                          label=f"injection stride OS {s} ({plan.aux}'s {metric.upper()} peak)")
+                        legend.setdefault(star.get_label(), star)
         if plan is not None:
             for s in plan.strides:
                 ax.axvline(s, color="gray", linestyle="--", linewidth=1)
+        for s in excluded:
+            ax.axvspan(s / 2**0.5, s * 2**0.5, facecolor="0.93", zorder=0, hatch="//", edgecolor="0.8", linewidth=0)
         ax.set_xscale("log", base=2)
+        ax.set_xlim(strides[0] / 1.4, strides[-1] * 1.4)
         ax.set_xticks(strides, [f"OS {s}" for s in strides])
         ax.minorticks_off()
-        ax.set_title(metric.upper())
-        ax.set_xlabel("output stride")
+        ax.set_title(metric.upper() + ("  (the plan's metric)" if metric == plan_metric else ""))
+        ax.set_xlabel("output stride (feature map = image size / stride)")
+        ax.set_ylabel(METRIC_AXIS.get(metric, metric.upper()))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    band = Patch(facecolor="gray", alpha=0.25, label=f"band: ± 1 std over {_images(profile)} images")
+    legend[band.get_label()] = band
+    if excluded:
+        side = plan.scores.get("min_map_side", "?") if plan is not None else "?"
+        shade = Patch(facecolor="0.93", hatch="//", edgecolor="0.8",
+                      label=f"hollow, shaded: not used for the plan (maps < {side} px, unreliable)")
+        legend[shade.get_label()] = shade
+    fig.legend(handles=list(legend.values()), loc="outside lower center", ncols=min(3, len(legend)), fontsize=8,
+               frameon=False)
     if plan is not None:
-        fig.suptitle(plan.summary(), fontsize=9)
+        fig.suptitle(plan.summary(), fontsize=10)
     return fig
+
+
+def _holds(profile: Profile, metric: str) -> bool:
+    """Whether the profile has `metric` (a plan may rank strides by a score it does not store)."""
+    try:
+        return all(np.isfinite(profile.mean(e, profile.strides(e)[0], metric)) for e in profile.encoders)
+    except (KeyError, ValueError):
+        return False
+
+
+def _images(profile: Profile) -> str:
+    counts = sorted({profile.num_images(e) for e in profile.encoders})
+    return "/".join(str(c) for c in counts)
 
 
 def save_profile_figure(

@@ -150,3 +150,36 @@ def test_unlabeled_urbansyn_values_are_ignored() -> None:
 
     lut = train_id_to_train_id()
     assert lut[18] == 18 and lut[19] == IGNORE_INDEX and lut[255] == IGNORE_INDEX
+
+
+# A tiny model: the reference encoders and a small head; everything else as configs/demo.yaml has it.
+TINY_FIT = [
+    "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", "--trainer.logger", "false",
+    "--trainer.max_steps", "2", "--trainer.val_check_interval", "2", "--trainer.log_every_n_steps", "1",
+    "--data.crop_size", "64", "--data.batch_size", "3", "--data.eval_batch_size", "1", "--data.num_workers", "0",
+    "--data.eval_short_side", "64",  # the 24x32 images would leave 1x1 maps at stride 32
+    "--model.num_queries", "4", "--model.dec_layers", "1", "--model.enc_layers", "1", "--model.hidden_dim", "32",
+    "--model.dim_feedforward", "32", "--model.enc_feedforward", "32", "--model.train_points", "64",
+    "--model.master", "regions:channels=16", "--model.aux", "edges:channels=16",
+    "--model.plan", "{master: regions, aux: edges, strides: [16], task: instance}",
+    "--metric_profiler.num_batches", "1", "--visuals.num_images", "1",
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", ["synscapes", "urbansyn"])
+def test_fit_on_a_synthetic_source_validates_on_cityscapes(roots, source, tmp_path, monkeypatch) -> None:
+    from fusionseg.lightning_cli import run_lightning_cli
+
+    monkeypatch.chdir(Path(__file__).parents[1])
+    cli = run_lightning_cli([
+        "fit", "--config", "configs/demo.yaml", "--trainer.default_root_dir", str(tmp_path),
+        "--data.dataset", source, "--data.root", str(roots[source]), "--data.task", "instance",
+        "--data.val_dataset", "cityscapes", "--data.val_root", str(roots["cityscapes"]), *TINY_FIT,
+    ])
+    info = dataset_info("cityscapes", "instance")
+    assert cli.trainer.global_step == 2
+    assert cli.datamodule.train_set.info.name == source and cli.datamodule.val_set.info.name == "cityscapes"
+    # The model learned and was scored in Cityscapes' label space: its 8 thing classes, mask AP on its val split.
+    assert (cli.model.num_classes, cli.model.class_names) == (info.num_classes, list(info.class_names))
+    assert "val/AP" in cli.trainer.callback_metrics

@@ -3,16 +3,24 @@
 Both write to `<default_root_dir>/checkpoints` unless given a `dirpath`, so `fit --ckpt_path last`
 finds the previous run's `last.ckpt` (Lightning's default would be the new run's logger version
 folder, which is empty).
+
+Both write atomically (`AtomicCheckpointIO`): Lightning's own writer stages the file under `$TMPDIR`
+and moves it, which is a copy when `$TMPDIR` is on another filesystem, so a kill or a full disk during
+the move leaves a truncated checkpoint. Here a failed or interrupted write leaves the previous file.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import Any
 
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from fusionseg.evaluation import HEADLINE_METRIC
+from fusionseg.io_atomic import atomic_torch_save, temp_prefix
 
 
 def main_metric(task: str) -> str:
@@ -26,8 +34,49 @@ def default_checkpoint_dir(trainer: Trainer) -> str:
     return os.path.join(trainer.default_root_dir, "checkpoints")
 
 
+def _is_local(path: Any) -> bool:
+    text = str(path)
+    return "://" not in text or text.startswith("file://")
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """`TorchCheckpointIO` that writes local checkpoints atomically (`fusionseg.io_atomic.atomic_torch_save`).
+
+    The checkpoint is written to a temporary file in its own folder, fsynced and renamed into place, so
+    the file at the path is always a whole checkpoint: the previous one, or the new one. Remote paths
+    (`s3://...`) go through Lightning's writer. The checkpoint callbacks install it on the trainer's
+    strategy when the strategy uses the plain `TorchCheckpointIO`; pass it as `Trainer(plugins=[...])` to
+    use it with other callbacks.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None or not _is_local(path):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        atomic_torch_save(checkpoint, str(path).removeprefix("file://"))
+
+
+def use_atomic_checkpoint_io(trainer: Trainer) -> None:
+    """Make `trainer` write checkpoints with `AtomicCheckpointIO`, unless another writer was configured."""
+    strategy = trainer.strategy
+    if type(strategy.checkpoint_io) is TorchCheckpointIO:
+        strategy.checkpoint_io = AtomicCheckpointIO()
+
+
+def remove_stale_temp_files(folder: str | Path) -> list[Path]:
+    """Delete the temporary files a killed checkpoint write left in `folder` (`.<name>.ckpt.*.tmp`)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.glob(temp_prefix("*.ckpt") + "*.tmp") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 class _RootDirCheckpoint(ModelCheckpoint):
-    """A ModelCheckpoint whose default folder is `<default_root_dir>/checkpoints`, stable across runs."""
+    """A ModelCheckpoint whose default folder is `<default_root_dir>/checkpoints`, stable across runs,
+    written atomically."""
 
     def _resolve_dirpath(self, trainer: Trainer) -> None:
         if self.dirpath is None:
@@ -35,6 +84,9 @@ class _RootDirCheckpoint(ModelCheckpoint):
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._resolve_dirpath(trainer)
+        use_atomic_checkpoint_io(trainer)
+        if stage == "fit" and trainer.is_global_zero and self.dirpath is not None and _is_local(self.dirpath):
+            remove_stale_temp_files(self.dirpath)
         super().setup(trainer, pl_module, stage)
 
     def _find_last_checkpoints(self, trainer: Trainer) -> set[str]:  # Lightning resolves `ckpt_path="last"` here
@@ -65,12 +117,20 @@ class LastCheckpoint(_RootDirCheckpoint):
         # Stable across runs, so a resumed run restores this state even with another save interval.
         return self._generate_state_key(kind="last")
 
-    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        # Lightning saves `last` at the end only if it never saved one; the steps since the last
-        # multiple of every_n_train_steps would be lost.
+    def save_now(self, trainer: Trainer) -> str:
+        """Write `last.ckpt` at the current step unless it holds this step already; returns its path.
+
+        Call it on every rank (saving is collective); used at the end of training and on a stop signal.
+        """
         if self._last_global_step_saved != trainer.global_step and not trainer.fast_dev_run:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
             self._last_global_step_saved = trainer.global_step
+        return self.last_model_path
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Lightning saves `last` at the end only if it never saved one; the steps since the last
+        # multiple of every_n_train_steps would be lost.
+        self.save_now(trainer)
 
 
 class BestCheckpoint(_RootDirCheckpoint):

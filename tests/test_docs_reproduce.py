@@ -27,7 +27,8 @@ LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 EXPECTED_RUNS = {
     *(f"runs/coco_instance{s}" for s in ("", "_d3", "_s2", "_swinb")),
     *(f"runs/{c}{s}" for c in ("ade20k", "kitti360_instance", "coco_panoptic", "cityscapes_instance",
-                               "cityscapes_semantic") for s in ("", "_d3", "_s2")),
+                               "cityscapes_semantic", "urbansyn_to_cityscapes_instance",
+                               "synscapes_to_cityscapes_instance") for s in ("", "_d3", "_s2")),
     *(f"runs/stride_{setting}_os{stride}" for setting in "ABCD" for stride in (4, 8, 16, 32)),
     "runs/rq5_sam2_ft",
 }

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from fusionseg.data import EvalTransform, SegCollate, SegItem, TrainTransform
 from fusionseg.data.base import semantic_target
+from fusionseg.data.transforms import choice_sizes, color_aug_ssd, eval_size
 from fusionseg.structures import SegTarget
 
 # Colours far apart, one per class, so a pixel's colour tells its class.
@@ -46,13 +47,17 @@ def label_maps(draw: st.DrawFn) -> torch.Tensor:
     return label
 
 
-@given(label=label_maps(), crop=st.sampled_from([16, 24, 32]), seed=st.integers(0, 2**16))
-def test_train_transform_keeps_colour_and_masks_aligned(label: torch.Tensor, crop: int, seed: int) -> None:
+@given(label=label_maps(), crop=st.sampled_from([16, 24, 32, (16, 32), (24, 12)]), seed=st.integers(0, 2**16),
+       recipe=st.sampled_from([{}, {"resize": "lsj"}, {"scale_step": 0.1, "max_size": 96}]))
+def test_train_transform_keeps_colour_and_masks_aligned(
+    label: torch.Tensor, crop: int | tuple[int, int], seed: int, recipe: dict
+) -> None:
     image, target = colour_coded(label)
     torch.manual_seed(seed)
-    out_image, out_target = TrainTransform(crop, scale_range=(0.5, 2.0), color_jitter=0.0)(image, target)
-    assert out_image.shape == (3, crop, crop) and out_image.dtype == torch.float32
-    assert out_target.masks.shape[-2:] == (crop, crop)
+    out_image, out_target = TrainTransform(crop, scale_range=(0.5, 2.0), color_jitter=0.0, **recipe)(image, target)
+    hw = (crop, crop) if isinstance(crop, int) else crop
+    assert out_image.shape == (3, *hw) and out_image.dtype == torch.float32
+    assert out_target.masks.shape[-2:] == hw
     # No mask is empty, masks stay disjoint, and padding (black) lies outside every mask.
     assert out_target.masks.flatten(1).any(1).all()
     assert out_target.masks.sum(0).max() <= 1
@@ -71,6 +76,55 @@ def test_colour_jitter_changes_the_image_only(label: torch.Tensor, seed: int) ->
     torch.manual_seed(seed)
     jittered = TrainTransform(32, color_jitter=0.4)(image, target)
     assert torch.equal(plain[1].masks, jittered[1].masks) and torch.equal(plain[1].labels, jittered[1].labels)
+
+
+def test_mask2former_short_side_choices_and_test_sizes() -> None:
+    # configs/cityscapes/*/Base-Cityscapes-*.yaml: MIN_SIZE_TRAIN [int(x * 0.1 * 1024) for x in range(5, 21)]
+    assert choice_sizes(1024, (0.5, 2.0), 0.1) == [int(x * 0.1 * 1024) for x in range(5, 21)]
+    assert choice_sizes(376, (1.1, 2.0), 0.1) == [int(x * 0.1 * 376) for x in range(11, 21)]  # released KITTI-360
+    shortest = TrainTransform((512, 1024), scale_step=0.1, max_size=4096, scale_base=1024).transform.transforms[0]
+    assert list(shortest.min_size) == choice_sizes(1024, (0.5, 2.0), 0.1) and shortest.max_size == 4096
+    # detectron2's ResizeShortestEdge at test time, rounded half up.
+    assert eval_size(1024, 2048, 1024, 2048) == (1024, 2048)  # Cityscapes: full resolution
+    assert eval_size(480, 640, 800, 1333) == (800, 1067)  # COCO
+    assert eval_size(400, 1600, 800, 1333) == (333, 1333)  # the long side caps the scale
+
+
+def test_large_scale_jitter_scales_the_long_side_and_pads_the_square() -> None:
+    label = torch.zeros(40, 80, dtype=torch.long)
+    label[:, 40:] = 1
+    image, target = colour_coded(label)
+    out_image, out_target = TrainTransform(64, scale_range=(1.0, 1.0), resize="lsj", flip=False, color_aug="none")(
+        image, target
+    )
+    inside = out_target.masks.any(0)
+    assert out_image.shape == (3, 64, 64) and int(inside.sum()) == 32 * 64  # 40x80 fitted to 64: 32x64, then padded
+    assert (out_image[:, ~inside] == 0).all()
+
+
+@given(label=label_maps(), seed=st.integers(0, 2**16))
+def test_ssd_colour_augmentation_changes_colours_only_and_leaves_padding_black(label: torch.Tensor, seed: int) -> None:
+    image, target = colour_coded(label)
+    torch.manual_seed(seed)
+    plain = TrainTransform(64, scale_range=(0.5, 0.5), color_aug="none")(image, target)
+    torch.manual_seed(seed)
+    ssd = TrainTransform(64, scale_range=(0.5, 0.5), color_aug="ssd")(image, target)
+    assert torch.equal(plain[1].masks, ssd[1].masks) and torch.equal(plain[1].labels, ssd[1].labels)
+    padding = ~ssd[1].masks.any(0)
+    assert bool(padding.any()) and (ssd[0][:, padding] == 0).all()  # a 64 crop of an image under 24x24 pads
+    assert 0 <= float(ssd[0].min()) and float(ssd[0].max()) <= 1
+
+
+def test_ssd_saturation_is_hsv_saturation() -> None:
+    from fusionseg.data.transforms import _saturate
+
+    rgb = torch.tensor([0.8, 0.4, 0.2]).view(3, 1, 1)  # HSV: V 0.8, S 0.75
+    assert torch.allclose(_saturate(rgb, 1.0), rgb)
+    assert torch.allclose(_saturate(rgb, 0.0), torch.full_like(rgb, 0.8))  # no saturation: grey at V
+    assert torch.allclose(_saturate(rgb, 2.0), torch.tensor([0.8, 0.0 + 0.8 / 3, 0.0]).view(3, 1, 1))  # S capped at 1
+    torch.manual_seed(0)
+    out = torch.stack([color_aug_ssd(torch.rand(3, 8, 8)) for _ in range(20)])
+    assert 0 <= float(out.min()) and float(out.max()) <= 1
 
 
 def test_eval_transform_resizes_the_image_and_keeps_the_target() -> None:

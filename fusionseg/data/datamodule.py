@@ -62,10 +62,13 @@ def dataset_info(dataset: str, task: str) -> DatasetInfo:
 class SegDataModule(LightningDataModule):
     """Training and evaluation data for one dataset and task.
 
-    Training: random scale (short side `crop_size * U(scale_range)`), `crop_size` square crop, flip, colour
-    jitter; batches padded to a multiple of 32, targets padded alike. Evaluation: the image optionally
-    resized to `eval_short_side`, targets at the original size. `info` (classes, thing ids) is available
-    right after construction. `dataset="synthetic"` needs no files (`synthetic_*` options); the others read
+    Training (`TrainTransform`, Mask2Former's recipes): random resize (`resize: short_side`, the short side
+    `scale * scale_base` with `scale` in `scale_range`, chosen every `scale_step` when set, long side at most
+    `max_size`; or `resize: lsj`, large-scale jitter), a `crop_size` crop (an int: square; `[height, width]`),
+    flip, colour augmentation (`color_aug`: `jitter`, `ssd` or `none`); batches padded to a multiple of 32,
+    targets padded alike. Evaluation: the image optionally resized to `eval_short_side` with the long side at
+    most `eval_max_size` (detectron2's test-time resize), targets at the original size. `info` (classes,
+    thing ids) is available right after construction. `dataset="synthetic"` needs no files (`synthetic_*` options); the others read
     the official layout under `root`. `skip_corrupt=True` replaces unreadable files by the next readable
     item and logs how many and which at the end of each epoch. `predict_root`: predict on a folder of images
     instead of the test split. The training loader resumes mid-epoch from a checkpoint (see `resumable`).
@@ -81,13 +84,19 @@ class SegDataModule(LightningDataModule):
         dataset: DatasetName = "synthetic",
         root: str | None = None,
         task: TaskName = "semantic",
-        crop_size: int = 512,
+        crop_size: int | tuple[int, int] = 512,
         batch_size: int = 8,
         eval_batch_size: int = 1,
         num_workers: int = 4,
         scale_range: tuple[float, float] = (0.5, 2.0),
         color_jitter: float = 0.3,
         eval_short_side: int | None = None,
+        resize: Literal["short_side", "lsj"] = "short_side",
+        scale_base: int | None = None,
+        scale_step: float | None = None,
+        max_size: int | None = None,
+        color_aug: Literal["none", "jitter", "ssd"] = "jitter",
+        eval_max_size: int | None = None,
         skip_corrupt: bool = False,
         train_split: str = "train",
         val_split: str = "val",
@@ -112,8 +121,11 @@ class SegDataModule(LightningDataModule):
         self.crop_size, self.batch_size, self.eval_batch_size = crop_size, batch_size, eval_batch_size
         self.num_workers, self.skip_corrupt = num_workers, skip_corrupt
         self.train_split, self.val_split, self.test_split = train_split, val_split, test_split or val_split
-        self.train_transform = TrainTransform(crop_size, tuple(scale_range), color_jitter=color_jitter)
-        self.eval_transform = EvalTransform(eval_short_side)
+        self.train_transform = TrainTransform(
+            crop_size, tuple(scale_range), color_jitter=color_jitter, resize=resize, scale_base=scale_base,
+            scale_step=scale_step, max_size=max_size, color_aug=color_aug,
+        )
+        self.eval_transform = EvalTransform(eval_short_side, eval_max_size)
         self.train_set: SegDataset | None = None
         self.val_set: SegDataset | None = None
         self.test_set: SegDataset | None = None

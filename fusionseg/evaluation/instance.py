@@ -1,26 +1,30 @@
-"""Instance segmentation: COCO mask AP through torchmetrics' MeanAveragePrecision (pycocotools underneath)."""
+"""Instance segmentation under COCO's rules: mask AP from pycocotools' COCOeval on every image."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
-import numpy as np
-from torchmetrics.detection import MeanAveragePrecision
-
 from fusionseg.evaluation.base import Results, SegEvaluator, check_size, percent
+from fusionseg.evaluation.coco_ap import STATS_INDEX, CocoMaskAP
 from fusionseg.structures import IGNORE_INDEX, SegPrediction, SegTarget
 
-_SUMMARY = {
-    "AP": "map", "AP50": "map_50", "AP75": "map_75", "APs": "map_small", "APm": "map_medium", "APl": "map_large"
-}
+
+def instance_inputs(pred: SegPrediction, target: SegTarget) -> None:
+    """Check that `pred` is an instance prediction at the target's size."""
+    if pred.masks is None or pred.labels is None or pred.scores is None:
+        raise ValueError("instance evaluation needs SegPrediction.masks, .labels and .scores")
+    check_size(pred.masks, target.masks.shape[-2:], "masks")
 
 
 class InstanceEvaluator(SegEvaluator):
-    """`AP`, `AP50`, `AP75`, `APs`, `APm`, `APl` and `AP/<class>` (COCOeval, iou_type="segm").
+    """`AP`, `AP50`, `AP75`, `APs`, `APm`, `APl` and `AP/<class>`: COCOeval (iouType "segm") on all images.
 
-    Crowd targets (`SegTarget.iscrowd`) are passed as COCO crowd annotations: detections matching them are
-    neither true nor false positives. Areas for the small/medium/large split are mask areas. Classes without
-    ground truth get NaN per-class AP.
+    Images without ground truth count (their detections are false positives), crowd targets
+    (`SegTarget.iscrowd`) are COCO crowd annotations, and at most `max_detections` per image are scored.
+    Areas for the small/medium/large split are mask areas. Ground-truth segments labelled outside
+    `0..num_classes-1` (void regions, see the Cityscapes rules) and detections of such labels are left
+    out, as COCOeval leaves out categories it does not know. Classes without ground truth get NaN.
     """
 
     task = "instance"
@@ -33,45 +37,21 @@ class InstanceEvaluator(SegEvaluator):
         max_detections: int = 100,
     ) -> None:
         super().__init__(num_classes, class_names, ignore_index)
-        # COCOeval's own float64 thresholds: torchmetrics' defaults come from a float32 linspace, which lifts
-        # e.g. 0.75 to 0.7500000119 and turns exact-threshold matches into misses.
-        self.mask_ap = MeanAveragePrecision(
-            iou_type="segm",
-            iou_thresholds=np.linspace(0.5, 0.95, 10).tolist(),
-            rec_thresholds=np.linspace(0.0, 1.0, 101).tolist(),
-            max_detection_thresholds=[1, 10, max_detections],
-            extended_summary=True,
-        )
+        self.mask_ap = CocoMaskAP(num_classes, max_detections)
 
     def update(self, preds: Sequence[SegPrediction], targets: Sequence[SegTarget]) -> None:
-        detections, truths = [], []
         for pred, target in self._pairs(preds, targets):
-            if pred.masks is None or pred.labels is None or pred.scores is None:
-                raise ValueError("instance evaluation needs SegPrediction.masks, .labels and .scores")
-            check_size(pred.masks, target.masks.shape[-2:], "masks")
-            detections.append(
-                {"masks": pred.masks.bool().cpu(), "labels": pred.labels.long().cpu(),
-                 "scores": pred.scores.float().cpu()}
+            instance_inputs(pred, target)
+            assert pred.masks is not None and pred.labels is not None and pred.scores is not None
+            known = (target.labels >= 0) & (target.labels < self.num_classes)
+            scored = (pred.labels >= 0) & (pred.labels < self.num_classes)
+            self.mask_ap.update(
+                pred.masks[scored], pred.labels[scored], pred.scores[scored],
+                target.masks[known], target.labels[known], target.iscrowd[known],
             )
-            truths.append(
-                {"masks": target.masks.bool().cpu(), "labels": target.labels.long().cpu(),
-                 "iscrowd": target.iscrowd.long().cpu()}
-            )
-        # torchmetrics encodes masks as RLE right away, so nothing image-sized stays on the device.
-        self.mask_ap.update(detections, truths)
 
     def compute(self) -> Results:
-        raw = self.mask_ap.compute()
-        results: Results = {k: percent(raw[n]) if raw[n] >= 0 else float("nan") for k, n in _SUMMARY.items()}
-        per_class = {i: float("nan") for i in range(self.num_classes)}
-        if "precision" in raw:
-            # precision: (iou thresholds, recall thresholds, classes, area ranges, max detections)
-            precision = raw["precision"][:, :, :, 0, -1]
-            for k, class_id in enumerate(raw["classes"].flatten().tolist()):
-                values = precision[:, :, k]
-                values = values[values > -1]
-                if values.numel() and 0 <= class_id < self.num_classes:
-                    per_class[class_id] = percent(values.mean())
-        results.update({f"AP/{self.class_names[i]}": v for i, v in per_class.items()})
+        stats, per_class = self.mask_ap.compute()
+        results: Results = {k: percent(stats[i]) if stats[i] >= 0 else math.nan for k, i in STATS_INDEX.items()}
+        results.update({f"AP/{name}": percent(v) for name, v in zip(self.class_names, per_class)})
         return results
-

@@ -33,9 +33,9 @@ def region_mask(region: tuple[slice, slice]) -> np.ndarray:
     return mask
 
 
-def _write_image(path: Path, seed: int) -> None:
+def _write_image(path: Path, seed: int, size: tuple[int, int] = SIZE) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    rgb = np.random.default_rng(seed).integers(0, 256, size=(*SIZE, 3), dtype=np.uint8)
+    rgb = np.random.default_rng(seed).integers(0, 256, size=(*size, 3), dtype=np.uint8)
     Image.fromarray(rgb).save(path, quality=95) if path.suffix == ".jpg" else Image.fromarray(rgb).save(path)
 
 
@@ -236,3 +236,46 @@ def write_tiny_kitti360(root: str | Path) -> Path:
         semantics.mkdir(parents=True, exist_ok=True)
         (semantics / f"2013_05_28_drive_{split}_frames.txt").write_text("\n".join(lines) + "\n")
     return root
+
+
+# Random Cityscapes frames for the evaluation parity tests: label ids as in cityscapesScripts' labels.py.
+STUFF_LABEL_IDS = (7, 8, 11, 17, 21, 23)  # road, sidewalk, building, pole, vegetation, sky
+VOID_LABEL_IDS = (0, 1, 4, 9, 18, 29)  # unlabeled, ego vehicle, static, parking, polegroup, caravan (group)
+EVALUATED_THING_LABEL_IDS = (24, 25, 26, 27, 28, 31, 32, 33)  # person .. bicycle (caravan, trailer are not)
+
+
+def random_cityscapes_instance_ids(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """A `*_instanceIds.png` array: stuff and void background, then overlapping boxes of instances
+    (label id * 1000 + k, some under 100 px), group regions (a thing's label id) and void regions,
+    and now and then a caravan instance (an instance class the evaluation ignores)."""
+    ids = np.zeros((height, width), dtype=np.int64)
+    cut = sorted(rng.integers(0, height, size=3).tolist())
+    for (top, bottom), label in zip(zip([0, *cut], [*cut, height]), rng.choice(STUFF_LABEL_IDS + (0, 4), size=4)):
+        ids[top:bottom] = label
+    count = {}
+    for _ in range(int(rng.integers(3, 12))):
+        h, w = int(rng.integers(3, height // 2 + 2)), int(rng.integers(3, width // 2 + 2))
+        y, x = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))
+        kind = rng.choice(["instance", "group", "void", "caravan"], p=[0.7, 0.12, 0.12, 0.06])
+        label = int(rng.choice(EVALUATED_THING_LABEL_IDS))
+        if kind == "instance":
+            count[label] = count.get(label, 0) + 1
+            value = label * 1000 + count[label]
+        elif kind == "group":
+            value = label
+        elif kind == "void":
+            value = int(rng.choice(VOID_LABEL_IDS))
+        else:
+            value = 29000 + int(rng.integers(0, 5))
+        ids[y : y + h, x : x + w] = value
+    return ids
+
+
+def write_cityscapes_frame(root: str | Path, split: str, stem: str, instance_ids: np.ndarray, seed: int = 0) -> None:
+    """One Cityscapes frame: `leftImg8bit`, `*_gtFine_instanceIds.png` (16-bit) and `*_gtFine_labelIds.png`."""
+    root, city = Path(root), stem.split("_")[0]
+    _write_image(root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png", seed=seed, size=instance_ids.shape)
+    gt = root / "gtFine" / split / city
+    _write_png(gt / f"{stem}_gtFine_instanceIds.png", instance_ids.astype(np.uint16))
+    labels = np.where(instance_ids >= 1000, instance_ids // 1000, instance_ids)
+    _write_png(gt / f"{stem}_gtFine_labelIds.png", labels.astype(np.uint8))

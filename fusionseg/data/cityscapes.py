@@ -26,18 +26,33 @@ LAYOUT = """\
   leftImg8bit/{train,val,test}/<city>/<city>_<seq>_<frame>_leftImg8bit.png
   gtFine/{train,val,test}/<city>/<city>_<seq>_<frame>_gtFine_labelIds.png      semantic: label ids 0..33
   gtFine/{train,val,test}/<city>/<city>_<seq>_<frame>_gtFine_instanceIds.png   instance/panoptic: id*1000+k
-  gtFine/cityscapes_panoptic_{train,val}.json + gtFine/cityscapes_panoptic_{train,val}/*_panoptic.png
-      (optional, cityscapesScripts' createPanopticImgs.py; used for panoptic when present)
+  gtFine/cityscapes_panoptic_{train,val}.json + gtFine/cityscapes_panoptic_{train,val}/*_gtFine_panoptic.png
+      (optional, as cityscapesScripts' createPanopticImgs.py writes them: label ids, or train ids in
+      cityscapes_panoptic_<split>_trainId.json + folder with --use-train-id; used for panoptic when present)
 """
 LICENSE_PLATE_VALUE = 255  # label id -1 (license plate) where a PNG stores it as 255; read as unlabeled
+VOID_SEGMENT = -1  # the segment id given to the void pixels of instance targets
+
+
+def cityscapes_image(image_dir: Path, image_id: str) -> Path:
+    """`<image_dir>/<city>/<city>_<seq>_<frame>_leftImg8bit.png` for an image id `<city>_<seq>_<frame>`.
+
+    createPanopticImgs.py names the image `<id>_gtFine_leftImg8bit.png` in its JSON's `file_name`, a file
+    the dataset does not have, so the path comes from the id.
+    """
+    return image_dir / image_id.rsplit("_", 2)[0] / f"{image_id}_leftImg8bit.png"
 
 
 class CityscapesDataset(SegDataset):
     """Cityscapes in its official layout; `split` is "train", "val" or "test".
 
     semantic: `*_labelIds.png` mapped to the 19 train ids. instance: `*_instanceIds.png`, values >= 1000 are
-    instances of class `value // 1000`; thing-class values < 1000 are group regions (kept as crowd).
-    panoptic: the official panoptic JSON + PNGs when present, else built from `*_instanceIds.png`.
+    instances of class `value // 1000`; thing-class values < 1000 are group regions (kept as crowd);
+    values < 1000 of classes the official evaluation ignores (unlabeled, caravan group, ...) form one void
+    segment, a crowd segment labelled `IGNORE_INDEX` (Cityscapes' instance rules ignore predictions on it;
+    the loss and COCO's rules leave it out).
+    panoptic: the official panoptic JSON + PNGs when present, else built from `*_instanceIds.png` the way
+    createPanopticImgs.py builds them (unlabeled pixels are VOID).
     """
 
     def __init__(
@@ -56,15 +71,16 @@ class CityscapesDataset(SegDataset):
         self.train_id = label_id_to_train_id()
         self.instance_class = label_id_to_instance_class()
         self.panoptic: PanopticAnnotations | None = None
-        panoptic_json = gt_dir / f"cityscapes_panoptic_{split}.json"
-        if task == "panoptic" and panoptic_json.is_file():
-            category_map = {r[1]: r[2] for r in TRAIN_LABELS}
-            self.panoptic = PanopticAnnotations(
-                panoptic_json,
-                gt_dir / f"cityscapes_panoptic_{split}",
-                lambda rec: image_dir / rec["id"].split("_")[0] / rec["file_name"],
-                category_map,
-            )
+        # createPanopticImgs.py's two outputs: label ids as category ids (its default), or train ids.
+        label_ids, train_ids = {r[1]: r[2] for r in TRAIN_LABELS}, {r[2]: r[2] for r in TRAIN_LABELS}
+        for name, category_map in ((f"cityscapes_panoptic_{split}", label_ids),
+                                   (f"cityscapes_panoptic_{split}_trainId", train_ids)):
+            if task == "panoptic" and self.panoptic is None and (gt_dir / f"{name}.json").is_file():
+                self.panoptic = PanopticAnnotations(
+                    gt_dir / f"{name}.json", gt_dir / name,
+                    lambda record: cityscapes_image(image_dir, str(record["id"])), category_map,
+                )
+        if self.panoptic is not None:
             self.ids = [r[0] for r in self.panoptic.records]
             self.images = [r[1] for r in self.panoptic.records]
         else:
@@ -90,12 +106,17 @@ class CityscapesDataset(SegDataset):
         return image, self._segments(label, path)
 
     def _segments(self, ids: np.ndarray, path: Path) -> SegTarget:
-        segments = []
+        segments: list[tuple[int, int, bool]] = []
         values = np.unique(ids).tolist()
         label_ids = [v // 1000 if v >= 1000 else v for v in values]
         bad = [v for v, lid in zip(values, label_ids) if lid > MAX_LABEL_ID and v != LICENSE_PLATE_VALUE]
         if bad:
             raise LabelRangeError(path, bad, f"label ids 0..{MAX_LABEL_ID}, or label id * 1000 + instance")
+        # Ignored classes outside instances (license plate 255 too) are void, as the official evaluation reads them.
+        void = [v for v, lid in zip(values, label_ids) if v < 1000 and self.train_id[lid] == IGNORE_INDEX]
+        if self.task == "instance" and void:
+            ids = np.where(np.isin(ids, void), VOID_SEGMENT, ids)
+            segments.append((VOID_SEGMENT, IGNORE_INDEX, True))
         for value, label_id in zip(values, label_ids):
             if value == LICENSE_PLATE_VALUE:
                 continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from fusionseg.data.base import SegDataset, Transform, require_file, require_root, segments_target, semantic_target
@@ -12,11 +13,12 @@ from fusionseg.data.errors import CorruptFileError, DatasetLayoutError, LabelRan
 from fusionseg.data.io import check_label_range, read_image, read_label
 from fusionseg.data.labels.kitti360 import (
     MAX_LABEL_ID,
+    instance_void_ids,
     kitti360_info,
     semantic_id_to_instance_class,
     semantic_id_to_train_id,
 )
-from fusionseg.structures import SegTarget
+from fusionseg.structures import IGNORE_INDEX, SegTarget
 
 LAYOUT = """\
 <root>/
@@ -31,7 +33,8 @@ class KITTI360Dataset(SegDataset):
     """KITTI-360 perspective images (camera 00) with 2D labels; `split` is "train" or "val".
 
     instance: `instance/` PNGs, classes building, person, rider, car, truck, motorcycle, bicycle (the
-    official 2D instance evaluation's classes); values below 1000 of those classes are kept as crowd.
+    official 2D instance evaluation's classes); values below 1000 of those classes are kept as crowd, those
+    of the classes the evaluation ignores (`ignoreInInst`) form a void segment (crowd, `IGNORE_INDEX`).
     semantic: `semantic/` PNGs mapped to the 19 train ids.
     """
 
@@ -64,6 +67,7 @@ class KITTI360Dataset(SegDataset):
         self.ids = [f"{Path(p[0]).parts[-4].split('_')[-2]}_{Path(p[0]).stem}" for p in lines]
         self.train_id = semantic_id_to_train_id()
         self.instance_class = semantic_id_to_instance_class()
+        self.void_ids = instance_void_ids()
 
     def load(self, index: int) -> tuple[Tensor, SegTarget]:
         image = read_image(self.images[index])
@@ -80,4 +84,13 @@ class KITTI360Dataset(SegDataset):
         segments = [
             (v, self.instance_class[s], v < 1000) for v, s in zip(values, semantic_ids) if s in self.instance_class
         ]
-        return image, segments_target(label, segments)
+        target = segments_target(label, segments)
+        # Void for the Cityscapes-style rules: a crowd segment labelled IGNORE_INDEX. A garage region (34) is
+        # both void and a building group region, as in the official evaluation.
+        void = torch.from_numpy(np.isin(label, self.void_ids))
+        if not void.any():
+            return image, target
+        return image, SegTarget(
+            torch.cat([target.masks, void[None]]), torch.cat([target.labels, torch.tensor([IGNORE_INDEX])]),
+            torch.cat([target.iscrowd, torch.tensor([True])]),
+        )

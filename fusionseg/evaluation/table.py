@@ -14,7 +14,7 @@ SUMMARY_COLUMNS = {
 }
 PER_CLASS_COLUMNS = {
     "semantic": ("IoU", "boundary_IoU"),
-    "instance": ("AP",),
+    "instance": ("AP", "AP50"),
     "panoptic": ("PQ", "SQ", "RQ", "IoU"),
 }
 HEADERS = {"boundary_mIoU": "boundary mIoU", "boundary_IoU": "boundary IoU"}

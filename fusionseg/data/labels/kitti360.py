@@ -89,6 +89,12 @@ def semantic_id_to_instance_class() -> dict[int, int]:
     return mapping
 
 
+def instance_void_ids() -> tuple[int, ...]:
+    """Semantic ids whose pixels the official 2D instance evaluation treats as void (`ignoreInInst`), where an
+    instance PNG stores them without an instance id (values below 1000)."""
+    return tuple(row[1] for row in KITTI360_LABELS if row[4])
+
+
 def kitti360_info(task: str) -> DatasetInfo:
     """19 train-id classes for semantic segmentation; the 7 evaluated instance classes for instance."""
     rows = INSTANCE_LABELS if task == "instance" else SEMANTIC_LABELS

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
 import time
 
 import numpy as np
 import pytest
 import torch
+from evaluation_oracles import cocoeval_stats
 from hypothesis import given
 from hypothesis import strategies as st
 from scipy.ndimage import binary_erosion
@@ -121,49 +120,13 @@ def instance_case(seed: int = 0) -> tuple[list[SegPrediction], list[SegTarget]]:
     return preds, targets
 
 
-def cocoeval_stats(preds: list[SegPrediction], targets: list[SegTarget]) -> tuple[np.ndarray, dict[int, float]]:
-    from pycocotools import mask as mask_utils
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    def rle(mask: torch.Tensor) -> dict:
-        encoded = mask_utils.encode(np.asfortranarray(mask.numpy().astype(np.uint8)))
-        return {"size": encoded["size"], "counts": encoded["counts"].decode("ascii")}
-
-    images, annotations, results = [], [], []
-    for image_id, (pred, target) in enumerate(zip(preds, targets)):
-        images.append({"id": image_id, "height": target.masks.shape[1], "width": target.masks.shape[2]})
-        for mask, label, crowd in zip(target.masks, target.labels, target.iscrowd):
-            segm = rle(mask)
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(label),
-                                "segmentation": segm, "area": float(mask_utils.area(segm)),
-                                "bbox": list(mask_utils.toBbox(segm)), "iscrowd": int(crowd)})
-        for mask, label, score in zip(pred.masks, pred.labels, pred.scores):
-            results.append(
-                {"image_id": image_id, "category_id": int(label), "segmentation": rle(mask), "score": float(score)}
-            )
-    with contextlib.redirect_stdout(io.StringIO()):
-        truth = COCO()
-        truth.dataset = {"images": images, "annotations": annotations, "categories": [{"id": c} for c in range(3)]}
-        truth.createIndex()
-        evaluation = COCOeval(truth, truth.loadRes(results), "segm")
-        evaluation.evaluate()
-        evaluation.accumulate()
-        evaluation.summarize()
-    precision = evaluation.eval["precision"][:, :, :, 0, -1]
-    per_class = {
-        c: float(precision[:, :, k][precision[:, :, k] > -1].mean()) for k, c in enumerate(evaluation.params.catIds)
-    }
-    return evaluation.stats, per_class
-
-
 def test_mask_ap_equals_cocoeval() -> None:
     preds, targets = instance_case()
     evaluator = build_evaluator("instance", 3, class_names=["a", "b", "c"])
     evaluator.update(preds[:2], targets[:2])
     evaluator.update(preds[2:], targets[2:])
     results = evaluator.compute()
-    stats, per_class = cocoeval_stats(preds, targets)
+    stats, per_class = cocoeval_stats(preds, targets, num_classes=3)
     for key, index in (("AP", 0), ("AP50", 1), ("AP75", 2), ("APs", 3), ("APm", 4), ("APl", 5)):
         assert results[key] / 100 == pytest.approx(stats[index], abs=1e-3), key
     for c, name in enumerate("abc"):
@@ -207,18 +170,28 @@ def test_pq_matches_a_hand_computed_case() -> None:
     assert "mIoU" not in r  # no semantic maps were given
 
 
-def test_unlabeled_and_crowd_ground_truth_are_void() -> None:
+def test_unlabeled_pixels_leave_the_union_but_crowd_pixels_do_not() -> None:
+    """panopticapi's rules: VOID (unlabeled) pixels are subtracted from the union, crowd pixels are not;
+    a crowd region excuses only predictions of its own class."""
     ground, right = rectangle(8, 8, 0, 0, 8, 4), rectangle(8, 8, 0, 4, 8, 8)
     crowd = rectangle(8, 8, 0, 0, 4, 4)
     truth = SegTarget(torch.stack([ground & ~crowd, crowd]), torch.tensor([0, 1]), torch.tensor([False, True]))
     # The thing prediction lies on unlabeled pixels (right half): not a false positive.
+    # The ground prediction covers its 16 pixels and the 16 crowd pixels: IoU 16 / (32 + 16 - 16) = 0.5, no match.
     guess = panoptic([(ground, 0), (right, 1)], semantic=torch.where(ground, 0, 1))
     evaluator = build_evaluator("panoptic", 2, thing_ids=[1])
     evaluator.update([guess], [truth])
     r = evaluator.compute()
-    # ground: prediction 32 px, 16 of them on the crowd region (void): IoU 16 / (32 - 16 + 16 - 0) = 1
-    assert r["PQ"] == pytest.approx(100.0) and math.isnan(r["PQ_th"]) and r["PQ_st"] == pytest.approx(100.0)
+    assert r["PQ"] == pytest.approx(0.0) and math.isnan(r["PQ_th"]) and r["RQ_st"] == pytest.approx(0.0)
     assert r["mIoU"] == pytest.approx(100.0)  # semantic maps given: mIoU too (the crowd pixels are labelled 1)
+    # A prediction 80% on the crowd region: ignored when of the crowd's class, a false positive otherwise.
+    mostly_crowd = rectangle(8, 8, 0, 0, 5, 4)
+    for label, false_positives in ((1, 0), (0, 1)):
+        evaluator.reset()
+        evaluator.update([panoptic([(mostly_crowd, label)])], [truth])
+        r = evaluator.compute()
+        assert math.isnan(r["PQ/class_1"]) and r["RQ/class_0"] == pytest.approx(0.0)  # ground is missed
+        assert evaluator.pq_stats.compute()[2].sum() == false_positives
 
 
 # ------------------------------------------------------------------------------------- tables, errors
@@ -248,21 +221,26 @@ def test_bad_inputs_are_explained() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ DDP
-def all_cases() -> dict[str, tuple[dict, list[SegPrediction], list[SegTarget]]]:
-    """Four images per task; under DDP each of two ranks sees two of them."""
+def all_cases() -> dict[str, tuple[str, dict, list[SegPrediction], list[SegTarget]]]:
+    """Images per case (under DDP each of two ranks sees every other one, so ranks may hold unequal numbers
+    or none): name -> (task, evaluator arguments, predictions, targets)."""
     instance_preds, instance_targets = instance_case()
     instance_preds.append(instance_preds[0])
-    instance_targets.append(instance_targets[0])
+    instance_targets.append(SegTarget(torch.zeros(0, 120, 160, dtype=torch.bool), torch.zeros(0, dtype=torch.long)))
     rng = np.random.default_rng(1)
     truths = [torch.from_numpy(rng.integers(0, 3, size=(16, 16))).repeat_interleave(2, 0) for _ in range(4)]
     guesses = [torch.where(torch.from_numpy(rng.random((32, 16)) < 0.8), t, (t + 1) % 3) for t in truths]
     targets = [semantic_target(t) for t in truths]
     return {
-        "semantic": ({"num_classes": 3}, [SegPrediction(semantic=g) for g in guesses], targets),
-        "instance": ({"num_classes": 3}, instance_preds, instance_targets),
-        "panoptic": (
-            {"num_classes": 3, "thing_ids": [2]}, [panoptic([(g == c, c) for c in range(3)]) for g in guesses], targets
-        ),
+        "semantic": ("semantic", {"num_classes": 3}, [SegPrediction(semantic=g) for g in guesses], targets),
+        "instance": ("instance", {"num_classes": 3}, instance_preds, instance_targets),
+        "instance_one_image": ("instance", {"num_classes": 3}, instance_preds[:1], instance_targets[:1]),
+        "instance_cityscapes": ("instance", {"num_classes": 3, "rules": "cityscapes"}, instance_preds,
+                                instance_targets),
+        "instance_cityscapes_one_image": ("instance", {"num_classes": 3, "rules": "cityscapes"}, instance_preds[:1],
+                                          instance_targets[:1]),
+        "panoptic": ("panoptic", {"num_classes": 3, "thing_ids": [2]},
+                     [panoptic([(g == c, c) for c in range(3)]) for g in guesses], targets),
     }
 
 
@@ -272,10 +250,10 @@ def _ddp_worker(rank: int, port: int, queue) -> None:  # noqa: ANN001
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     results = {}
-    for task, (kwargs, preds, targets) in all_cases().items():
+    for name, (task, kwargs, preds, targets) in all_cases().items():
         evaluator = build_evaluator(task, **kwargs)
         evaluator.update(preds[rank::2], targets[rank::2])
-        results[task] = evaluator.compute()
+        results[name] = evaluator.compute()
     if rank == 0:
         queue.put(results)
     dist.destroy_process_group()
@@ -299,10 +277,10 @@ def test_results_under_ddp_equal_a_single_process() -> None:
                 process.kill()
             pytest.fail("the two DDP workers did not finish within 120 s")
     distributed = queue.get()
-    for task, (kwargs, preds, targets) in all_cases().items():
+    for name, (task, kwargs, preds, targets) in all_cases().items():
         evaluator = build_evaluator(task, **kwargs)
         evaluator.update(preds, targets)
         single = evaluator.compute()
-        assert single.keys() == distributed[task].keys()
+        assert single.keys() == distributed[name].keys()
         for key, value in single.items():
-            assert distributed[task][key] == pytest.approx(value, nan_ok=True, abs=1e-6), (task, key)
+            assert distributed[name][key] == pytest.approx(value, nan_ok=True, abs=1e-6), (name, key)

@@ -17,6 +17,7 @@ from importlib import metadata
 TOOL_COMMANDS: dict[str, str] = {
     "encoders": "fusionseg.commands.encoders",
     "profile": "fusionseg.commands.profile",
+    "sweep": "fusionseg.commands.sweep",
 }
 
 # LightningCLI's stages, in the order a user meets them.

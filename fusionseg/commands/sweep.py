@@ -1,0 +1,379 @@
+"""`fusionseg sweep`: does the plan pick the right stride? Short trainings at every candidate plan.
+
+    fusionseg sweep --config configs/demo.yaml --out runs/sweep --seeds 3 --steps 300
+    fusionseg sweep --config CFG --out OUT --strides 8 16 8,16 -- --trainer.accelerator gpu
+    fusionseg sweep --config CFG --out OUT --print-commands     # for a cluster scheduler
+    fusionseg sweep --config CFG --out OUT --report-only        # after the scheduler ran them
+
+The same model (the config's master and auxiliary encoders) is trained at every candidate plan, all
+else equal: the master alone (`aux` and `plan` null), and the auxiliary injected at each stride of the
+pyramid (or at the stride sets `--strides` names, `8,16` for two at once). Each plan gets `--seeds`
+runs; each run is an ordinary `fusionseg fit` in `<out>/<plan>/seed<k>` with a hand-written plan JSON
+(`<out>/<plan>/plan.json`, the `FusionPlan` format) as `--model.plan`, `--steps` optimizer steps and one
+validation at the end. Whatever follows `--` is passed to every fit (before the sweep's own settings,
+which win). Running the sweep again skips finished runs and resumes interrupted ones (`--ckpt_path last`).
+
+Then the report (`fusionseg.commands.sweep_report`): `<out>/sweep.{md,csv,json,png}` and TensorBoard
+summaries in `<out>/tb`, with the plan metrics' curves over strides from a profile of the encoders
+(`fusionseg profile --data CFG`, written to `<out>/profile/`, or `--profile PATH`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fusionseg.encoders.spec import EncoderSpec
+from fusionseg.plan import FusionPlan
+
+DEFAULT_STRIDES = ("4", "8", "16", "32")  # the Mask2Former head's pyramid (fusionseg.heads.mask2former.HEAD_STRIDES)
+MASTER_ALONE = "master"
+SETTINGS_FILE = "sweep_settings.json"
+RESULT_FILE = "result.json"
+
+
+# -- the candidate plans --------------------------------------------------------------------------
+def parse_stride_sets(tokens: Sequence[str]) -> list[tuple[int, ...]]:
+    """`["8", "16", "8,16"]` -> `[(8,), (16,), (8, 16)]`, each set sorted, duplicates dropped, order kept."""
+    sets: list[tuple[int, ...]] = []
+    for token in tokens:
+        try:
+            strides = tuple(sorted({int(s) for s in str(token).split(",") if s.strip()}))
+        except ValueError:
+            raise ValueError(f"--strides takes strides or comma-separated stride sets (e.g. 8 16 8,16), got {token!r}")
+        if not strides or any(s < 1 for s in strides):
+            raise ValueError(f"--strides: {token!r} is not a set of positive strides (e.g. 8 or 8,16)")
+        if strides not in sets:
+            sets.append(strides)
+    return sets
+
+
+def plan_name(strides: Sequence[int]) -> str:
+    """Folder name of a plan: `master` for the master alone, `os8` or `os8+16` for injection strides."""
+    return "os" + "+".join(str(s) for s in sorted(strides)) if strides else MASTER_ALONE
+
+
+def plan_encoder_names(master: EncoderSpec, aux: EncoderSpec) -> tuple[str, str]:
+    """How a plan names the two encoders: the naming rule the profiler's own plans use."""
+    try:
+        from fusionseg.plan import encoder_names  # the one naming rule of plans and profiles
+    except ImportError:  # before the plan redesign the rule lived with the profiler's report
+        from fusionseg.callbacks.profile_report import encoder_names as by_role
+
+        names = by_role(master, aux)
+        return names["master"], names["aux"]
+    master_name, aux_name = encoder_names([master, aux])
+    return master_name, aux_name
+
+
+def candidate_plans(master: EncoderSpec, aux: EncoderSpec, task: str,
+                    stride_sets: Sequence[tuple[int, ...]]) -> dict[str, FusionPlan | None]:
+    """`{plan name: plan}`: the master alone (None: no aux, no plan) first, then one plan per stride set."""
+    master_name, aux_name = plan_encoder_names(master, aux)
+    plans: dict[str, FusionPlan | None] = {MASTER_ALONE: None}
+    for strides in stride_sets:
+        plans[plan_name(strides)] = FusionPlan(master=master_name, aux=aux_name, strides=strides, task=task,
+                                               scores={"rule": "fusionseg sweep: fixed by hand"})
+    return plans
+
+
+# -- what the config says -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelSetup:
+    """What the sweep needs from the training config (after the pass-through overrides)."""
+
+    master: EncoderSpec
+    aux: EncoderSpec | None
+    task: str
+    max_steps: int | None
+
+
+def _override(overrides: Sequence[str], key: str) -> str | None:
+    """The last value given to `--key` in `overrides` (`--key value` or `--key=value`), else None."""
+    found = None
+    for i, token in enumerate(overrides):
+        if token == f"--{key}" and i + 1 < len(overrides):
+            found = overrides[i + 1]
+        elif token.startswith(f"--{key}="):
+            found = token.split("=", 1)[1]
+    return found
+
+
+def _spec(value: Any, where: str) -> EncoderSpec | None:
+    if value is None or value in ("null", "None"):
+        return None
+    if isinstance(value, str) and value.lstrip().startswith("{"):
+        value = yaml.safe_load(value)
+    try:
+        return EncoderSpec.parse(value)
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
+
+
+def read_model_setup(config: Path, overrides: Sequence[str]) -> ModelSetup:
+    """Master, aux, task and max_steps from the config YAML, `--model.master/aux`, `--data.task` and
+    `--trainer.max_steps` overrides applied."""
+    cfg = yaml.safe_load(Path(config).read_text()) or {}
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{config}: expected a fusionseg fit config (trainer:, model:, data:)")
+    model = (cfg.get("model") or {}).get("init_args", cfg.get("model")) or {}
+    data = (cfg.get("data") or {}).get("init_args", cfg.get("data")) or {}
+    trainer = cfg.get("trainer") or {}
+    master = _spec(_override(overrides, "model.master") or model.get("master"), "model.master")
+    if master is None:
+        raise ValueError(f"{config} names no model.master; the sweep trains the config's master encoder")
+    aux_value = _override(overrides, "model.aux")
+    aux = _spec(aux_value if aux_value is not None else model.get("aux"), "model.aux")
+    task = _override(overrides, "data.task") or data.get("task") or model.get("task") or "semantic"
+    steps = _override(overrides, "trainer.max_steps") or trainer.get("max_steps")
+    max_steps = int(steps) if steps not in (None, "null", -1, "-1") else None
+    return ModelSetup(master, aux, str(task), max_steps)
+
+
+# -- one run --------------------------------------------------------------------------------------
+def run_dir(out: Path, plan: str, seed: int) -> Path:
+    return out / plan / f"seed{seed}"
+
+
+def last_checkpoint(run: Path) -> Path:
+    return run / "checkpoints" / "last.ckpt"
+
+
+def fit_command(config: Path, run: Path, plan_path: Path | None, seed: int, steps: int,
+                overrides: Sequence[str], resume: bool) -> list[str]:
+    """The `fit` arguments of one run: the user's overrides first, the sweep's settings after them (they win)."""
+    args = ["fit", "--config", str(config), *overrides,
+            "--trainer.default_root_dir", str(run), "--seed_everything", str(seed),
+            "--trainer.max_steps", str(steps), "--trainer.val_check_interval", str(steps),
+            "--trainer.check_val_every_n_epoch", "null"]
+    args += ["--model.aux", "null", "--model.plan", "null"] if plan_path is None else ["--model.plan", str(plan_path)]
+    if resume:
+        args += ["--ckpt_path", "last"]
+    return args
+
+
+def read_val_metrics(run: Path) -> tuple[int, dict[str, float]] | None:
+    """`(step, {"mIoU": ..., ...})`: the run's scalar `val/*` metrics (not the per-class ones) at the last
+    step they were logged, over every TensorBoard event file of the run (resumed runs write several)."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.util.tensor_util import make_ndarray
+
+    latest: dict[str, tuple[int, float, float]] = {}  # tag -> (step, wall time, value)
+    for path in sorted(run.glob("lightning_logs/*/events.out.tfevents.*")):
+        for event in EventFileLoader(str(path)).Load():  # scalars come as 0-d tensors (TensorBoard's data-compat form)
+            for value in event.summary.value:
+                tag = value.tag
+                if not tag.startswith("val/") or tag.count("/") != 1:
+                    continue
+                kind = value.WhichOneof("value")
+                if kind == "simple_value":
+                    number = float(value.simple_value)
+                elif kind == "tensor" and value.tensor.tensor_shape.dim == []:
+                    number = float(make_ndarray(value.tensor))
+                else:
+                    continue
+                key = (event.step, event.wall_time)
+                if tag not in latest or key >= latest[tag][:2]:
+                    latest[tag] = (event.step, event.wall_time, number)
+    if not latest:
+        return None
+    step = max(s for s, _, _ in latest.values())
+    return step, {tag[len("val/"):]: v for tag, (s, _, v) in sorted(latest.items()) if s == step}
+
+
+def run_result(run: Path, steps: int, headline: str) -> dict[str, float] | None:
+    """The final validation metrics of a finished run, else None.
+
+    A run is finished when its headline metric was logged at the last step (Lightning logs the end-of-run
+    validation at step `steps - 1`); the metrics are then cached in `<run>/result.json`.
+    """
+    cache = run / RESULT_FILE
+    if cache.is_file():
+        stored = json.loads(cache.read_text())
+        if stored.get("steps") == steps:
+            return stored["metrics"]
+    found = read_val_metrics(run)
+    if found is None or found[0] < steps - 1 or headline not in found[1]:
+        return None
+    cache.write_text(json.dumps({"steps": steps, "step": found[0], "metrics": found[1]}, indent=2) + "\n")
+    return found[1]
+
+
+# -- the sweep ------------------------------------------------------------------------------------
+def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The sweep's own arguments and, after a lone `--`, the overrides for every fit."""
+    argv = list(argv)
+    if "--" in argv:
+        i = argv.index("--")
+        return argv[:i], argv[i + 1 :]
+    return argv, []
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    own, overrides = split_overrides(argv)
+    parser = argparse.ArgumentParser(
+        prog="fusionseg sweep",
+        description="Train the config's model at every candidate plan (master alone, aux at each stride), "
+                    "several seeds each, and report whether the label-free plan metrics pick the best stride.",
+        epilog="Arguments after `--` go to every `fusionseg fit` (e.g. -- --trainer.accelerator gpu).",
+    )
+    parser.add_argument("--config", type=Path, required=True, help="the fusionseg fit config (master, aux, data)")
+    parser.add_argument("--out", type=Path, default=None, help="sweep folder (default: runs/sweep_<config name>)")
+    parser.add_argument("--strides", nargs="+", default=list(DEFAULT_STRIDES), metavar="S[,S...]",
+                        help="injection strides, one plan each; `8,16` injects at both (default: 4 8 16 32)")
+    parser.add_argument("--seeds", type=int, default=3, help="runs per plan, seeds 0..N-1 (default 3)")
+    parser.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default: the config's)")
+    parser.add_argument("--print-commands", action="store_true",
+                        help="print the fit commands of the unfinished runs (one per line) instead of running them")
+    parser.add_argument("--report-only", action="store_true", help="run nothing; report the finished runs")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="profile.json of the two encoders (default: computed with `fusionseg profile --data`)")
+    parser.add_argument("--profile-images", type=int, default=16, help="validation images profiled (default 16)")
+    parser.add_argument("--profile-size", type=int, default=512, help="profile image size S x S (default 512)")
+    parser.add_argument("--plan-metrics", nargs="+", default=["ef", "ef_cc", "fcd"],
+                        help="aux metrics whose argmax over strides is a candidate rule (default: ef ef_cc fcd, "
+                             "those in the profile)")
+    args = parser.parse_args(own)
+    args.overrides = overrides
+    if args.seeds < 1:
+        parser.error(f"--seeds must be >= 1, got {args.seeds}")
+    if args.steps is not None and args.steps < 1:
+        parser.error(f"--steps must be >= 1, got {args.steps}")
+    try:
+        args.stride_sets = parse_stride_sets(args.strides)
+    except ValueError as err:
+        parser.error(str(err))
+    if args.out is None:
+        args.out = Path("runs") / f"sweep_{args.config.stem}"
+    return args
+
+
+def check_settings(out: Path, settings: dict[str, Any]) -> None:
+    """Runs in `out` are comparable only under the same config, overrides and step count: refuse a mix."""
+    path = out / SETTINGS_FILE
+    if path.is_file():
+        old = json.loads(path.read_text())
+        changed = [k for k in ("config", "overrides", "steps", "task") if old.get(k) != settings.get(k)]
+        if changed:
+            diff = "; ".join(f"{k}: {old.get(k)!r} then, {settings.get(k)!r} now" for k in changed)
+            raise ValueError(f"{out} holds a sweep with other settings ({diff}); use another --out "
+                             f"(or the same settings) so that all runs of a sweep compare equally")
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings, indent=2) + "\n")
+
+
+def profile_argv(args: argparse.Namespace, setup: ModelSetup) -> list[str]:
+    assert setup.aux is not None
+    return ["--data", str(args.config), "--encoders", str(setup.master), str(setup.aux),
+            "--out", str(args.out / "profile"), "--num-images", str(args.profile_images),
+            "--image-size", str(args.profile_size), "--task", setup.task, "--num-maps", "0", "--no-progress"]
+
+
+def fusionseg_command() -> list[str]:
+    """How this Python runs `fusionseg` (the console script may not be on PATH)."""
+    return [sys.executable, "-m", "fusionseg.cli"]
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    from fusionseg.evaluation import HEADLINE_METRIC
+
+    setup = read_model_setup(args.config, args.overrides)
+    if setup.aux is None:
+        raise ValueError(f"{args.config} has no model.aux: the sweep injects the auxiliary encoder at each "
+                         "stride; set model.aux in the config or pass `-- --model.aux NAME[:k=v,...]`")
+    steps = args.steps or setup.max_steps
+    if steps is None:
+        raise ValueError(f"{args.config} sets no trainer.max_steps; give the sweep --steps N")
+    headline = HEADLINE_METRIC[setup.task]
+    out: Path = args.out
+    check_settings(out, {"config": str(args.config), "overrides": args.overrides, "steps": steps,
+                         "task": setup.task, "master": str(setup.master), "aux": str(setup.aux)})
+    plans = candidate_plans(setup.master, setup.aux, setup.task, args.stride_sets)
+    plan_paths: dict[str, Path | None] = {}
+    for name, plan in plans.items():
+        (out / name).mkdir(parents=True, exist_ok=True)
+        plan_paths[name] = None if plan is None else out / name / "plan.json"
+        if plan is not None:
+            plan.save(out / name / "plan.json")
+
+    runs = [(name, seed) for name in plans for seed in range(args.seeds)]
+    todo = []
+    for name, seed in runs:
+        run = run_dir(out, name, seed)
+        if run_result(run, steps, headline) is None:
+            todo.append((name, seed, last_checkpoint(run).is_file()))
+    profile_path = args.profile or out / "profile" / "profile.json"
+
+    if args.print_commands:
+        for name, seed, resume in todo:
+            argv = fit_command(args.config, run_dir(out, name, seed), plan_paths[name], seed, steps,
+                               args.overrides, resume)
+            print(shlex.join(["fusionseg", *argv]))
+        if not profile_path.is_file():
+            print(shlex.join(["fusionseg", "profile", *profile_argv(args, setup)]))
+        print(f"# then: fusionseg sweep --config {shlex.quote(str(args.config))} --out {shlex.quote(str(out))} "
+              "--report-only", file=sys.stderr)
+        return 0
+
+    failed = []
+    if not args.report_only:
+        if args.profile is None and not profile_path.is_file():
+            # Before training: what the plan metrics predict is on record before any result is.
+            from fusionseg.commands.profile import main as profile_main
+
+            print("profiling the encoders for the plan metrics' curves ...", flush=True)
+            if profile_main(profile_argv(args, setup)) != 0:
+                print("    the profile failed: the report will have no plan-metric curves", flush=True)
+        print(f"sweep: {len(plans)} plans x {args.seeds} seeds, {steps} steps each, in {out}; "
+              f"{len(runs) - len(todo)} finished, {len(todo)} to run")
+        for i, (name, seed, resume) in enumerate(todo, 1):
+            run = run_dir(out, name, seed)
+            run.mkdir(parents=True, exist_ok=True)
+            argv = fit_command(args.config, run, plan_paths[name], seed, steps, args.overrides, resume)
+            what = "resuming" if resume else "running"
+            print(f"[{i}/{len(todo)}] {name} seed {seed}: {what} (log: {run / 'fit.log'})", flush=True)
+            start = time.monotonic()
+            with open(run / "fit.log", "a") as log:
+                log.write(f"$ {shlex.join(['fusionseg', *argv])}\n")
+                log.flush()
+                code = subprocess.call([*fusionseg_command(), *argv], stdout=log, stderr=subprocess.STDOUT)
+            result = run_result(run, steps, headline) if code == 0 else None
+            if result is None:
+                failed.append(f"{name}/seed{seed}")
+                print(f"    failed (exit code {code}); see {run / 'fit.log'}", flush=True)
+            else:
+                print(f"    {headline} {result[headline]:.2f} in {time.monotonic() - start:.0f} s", flush=True)
+
+    from fusionseg.commands.sweep_report import build_report, write_report
+
+    results = {name: {seed: r for seed in range(args.seeds)
+                      if (r := run_result(run_dir(out, name, seed), steps, headline)) is not None}
+               for name in plans}
+    report = build_report(results, plans, setup.task, steps, profile_path if profile_path.is_file() else None,
+                          args.plan_metrics)
+    write_report(out, report)
+    print(report["markdown"])
+    print(f"wrote {out}/sweep.md, sweep.csv, sweep.json, sweep.png and TensorBoard summaries in {out}/tb")
+    if failed:
+        print(f"fusionseg sweep: {len(failed)} runs failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return run_sweep(args)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"fusionseg sweep: error: {err}", file=sys.stderr)
+        return 2

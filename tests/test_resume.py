@@ -40,7 +40,7 @@ def test_a_resumed_loader_yields_exactly_the_batches_the_interrupted_one_had_lef
     iterator = iter(first)
     seen = [next(iterator)[0].tolist() for _ in range(consumed)]
     state = first.state_dict()
-    assert state == {"batches_in_epoch": consumed, "epoch": epoch}
+    assert state == {"batches_in_epoch": consumed, "epoch": epoch, "seed": seed}
 
     resumed = ResumableDataLoader(dataset, batch_size=batch_size, shuffle=True, seed=seed)
     resumed.load_state_dict(state)
@@ -91,8 +91,8 @@ def _fit_args(root, cache, probe_dir, *extra):
         "--trainer.enable_model_summary", "false",
         "--data.crop_size", "64", "--data.batch_size", "2", "--data.num_workers", "0",
         "--data.synthetic_train_images", "20", "--data.synthetic_val_images", "2", "--data.synthetic_image_size", "64",
-        "--model.num_queries", "8", "--model.dec_layers", "2", "--model.enc_layers", "1", "--model.hidden_dim", "32",
-        "--model.dim_feedforward", "64", "--model.enc_feedforward", "64", "--model.train_points", "256",
+        "--model.head.num_queries", "8", "--model.head.dec_layers", "2", "--model.head.enc_layers", "1", "--model.head.hidden_dim", "32",
+        "--model.head.dim_feedforward", "64", "--model.head.enc_feedforward", "64", "--model.head.train_points", "256",
         "--model.master", "regions:channels=16", "--model.aux", "edges:channels=16",
         "--metric_profiler.num_batches", "1", "--metric_profiler.cache_dir", str(cache),
         "--last_checkpoint.every_n_train_steps", "2", "--visuals.num_images", "1",

@@ -62,6 +62,7 @@ class SegDataset(Dataset[SegItem], ABC):
         """The uint8 image `(3, H, W)` and the target of item `index`."""
 
     def __getitem__(self, index: int) -> SegItem:
+        seed = getattr(index, "seed", None)  # a resumable loader's SeededIndex: this item's augmentation seed
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {type(self).__name__} of {len(self)} items")
         index %= len(self)
@@ -83,7 +84,11 @@ class SegDataset(Dataset[SegItem], ABC):
                 f"{type(self).__name__}[{i}] ({self.image_id(i)}): image is {orig_size} but its annotation is "
                 f"{tuple(target.masks.shape[-2:])}; image and label files must have the same size"
             )
-        if self.transform is not None:
+        if self.transform is not None and seed is not None:
+            with torch.random.fork_rng(devices=[]):  # the CPU generator only; the caller's draws are untouched
+                torch.default_generator.manual_seed(seed)
+                image, target = self.transform(image, target)
+        elif self.transform is not None:
             image, target = self.transform(image, target)
         else:
             image = image.float().div_(255)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from fusionseg.data.base import SegItem
+from fusionseg.data.workers import quiet_worker_init
 from fusionseg.structures import SegBatch, SegTarget
 
 log = logging.getLogger(__name__)
@@ -69,10 +70,14 @@ class SegCollate:
 class ReportingDataLoader(DataLoader):
     """A `DataLoader` that, at the end of each pass, logs a warning naming the unreadable files it skipped.
 
+    Its workers ignore SIGTERM and SIGINT (`workers.quiet_worker_init`, unless another `worker_init_fn`
+    is given): the main process saves and stops, then shuts them down.
+
     `skipped_files` keeps the files of the last pass (unique, in order of first appearance).
     """
 
     def __init__(self, *args, stage: str = "train", **kwargs) -> None:
+        kwargs.setdefault("worker_init_fn", quiet_worker_init)  # a stop signal is the main process's to handle
         super().__init__(*args, **kwargs)
         self.stage = stage
         self.skipped_files: list[str] = []

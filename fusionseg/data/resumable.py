@@ -13,6 +13,13 @@ after a mid-epoch resume, so the resumed run trains twice on what it already saw
 
 Lightning's data fetcher does not read ahead of the training loop for loaders with a length, so
 "handed out" equals "trained on" when a checkpoint is written at the end of a training step.
+
+Augmentations are drawn per item, not from the process's generators: each index is handed to the
+dataset as a `SeededIndex` carrying a seed made from `(seed, epoch, index)`, and `SegDataset` seeds
+torch with it while it reads and transforms the item. The same item of the same epoch gets the same
+crop, flip and jitter in any worker, with any number of workers, and in a resumed run. The loader also
+draws its worker base seed from its own generator, so building an iterator leaves the global
+generators alone (`callbacks.rng_state.RNGStates` restores those exactly).
 """
 
 from __future__ import annotations
@@ -21,10 +28,31 @@ import os
 from collections.abc import Iterable, Iterator, Sized
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fusionseg.data.collate import ReportingDataLoader
+
+
+class SeededIndex(int):
+    """A dataset index carrying the seed of that item's random augmentations (`seed` attribute)."""
+
+    seed: int
+
+    def __new__(cls, index: int, seed: int) -> SeededIndex:
+        obj = super().__new__(cls, index)
+        obj.seed = int(seed)
+        return obj
+
+    def __reduce__(self) -> tuple[Any, ...]:  # workers receive indices pickled
+        return (SeededIndex, (int(self), self.seed))
+
+
+def item_seed(seed: int, epoch: int, index: int) -> int:
+    """A well-mixed 63-bit seed for item `index` in `epoch` of a run seeded with `seed`."""
+    entropy = [int(seed) & 0xFFFFFFFF, int(epoch) & 0xFFFFFFFF, int(index) & 0xFFFFFFFFFFFFFFFF]
+    return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
 class EpochSeededSampler(Sampler[int]):
@@ -64,9 +92,15 @@ class _SkipResumed(Iterable):
     def __iter__(self) -> Iterator[Any]:
         skip = self.loader._skip_in_epoch()
         self.loader._skipped = skip
+        sampler = _epoch_sampler(self.loader)
+        epoch = int(getattr(sampler, "epoch", 0) or 0) if sampler is not None else 0
+        seed = self.loader.seed
         for i, indices in enumerate(self.base):
             if i >= skip:
-                yield indices
+                if isinstance(indices, (list, tuple)):
+                    yield [SeededIndex(j, item_seed(seed, epoch, j)) for j in indices]
+                else:
+                    yield SeededIndex(indices, item_seed(seed, epoch, indices))
 
     def __len__(self) -> int:
         return len(self.base)  # type: ignore[arg-type]
@@ -97,6 +131,8 @@ class ResumableDataLoader(DataLoader):
         seed = int(os.environ.get("PL_GLOBAL_SEED", 0)) if seed is None else seed
         if shuffle and sampler is None:
             sampler, shuffle = EpochSeededSampler(dataset, seed=seed), None  # type: ignore[arg-type]
+        # Worker base seeds come from this generator, not the global one (see the module's docstring).
+        kwargs.setdefault("generator", torch.Generator().manual_seed(int(seed) & 0xFFFFFFFF))
         super().__init__(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler, **kwargs)
         self.seed = seed
         self._handed_out = 0  # batches of the current epoch given to the training loop
@@ -132,13 +168,19 @@ class ResumableDataLoader(DataLoader):
     def state_dict(self) -> dict[str, Any]:
         sampler = _epoch_sampler(self)
         epoch = getattr(sampler, "epoch", None) if sampler is not None else None
-        return {"batches_in_epoch": self._handed_out, "epoch": epoch}
+        return {"batches_in_epoch": self._handed_out, "epoch": epoch, "seed": self.seed}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "batches_in_epoch" not in state:
-            raise ValueError(f"a ResumableDataLoader state has keys ['batches_in_epoch', 'epoch']; got {sorted(state)}")
+            raise ValueError(
+                f"a ResumableDataLoader state has keys ['batches_in_epoch', 'epoch', 'seed']; got {sorted(state)}"
+            )
         epoch = state.get("epoch")
         sampler = _epoch_sampler(self)
+        if state.get("seed") is not None:  # the interrupted run's order and augmentations, whatever this run's seed
+            self.seed = int(state["seed"])
+            if isinstance(sampler, EpochSeededSampler):
+                sampler.seed = self.seed
         if epoch is not None and sampler is not None:
             sampler.set_epoch(epoch)  # workers may draw indices before Lightning sets the epoch
         self._resume = (int(state["batches_in_epoch"]), epoch)

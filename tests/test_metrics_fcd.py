@@ -96,3 +96,27 @@ def test_non_finite_images_and_maps_without_interior_score_zero() -> None:
 def test_images_must_match_the_batch() -> None:
     with pytest.raises(ValueError, match=r"images must be \(2, 3, H, W\)"):
         fcd(torch.randn(2, 8, 8, 8), torch.rand(3, 3, 32, 32))
+
+
+def test_fcd_rewards_energy_beside_the_edges_where_ef_cc_rewards_it_on_them() -> None:
+    """docs/metrics.md, "Three EF variants": on real photographs, features that are the image's own edges beat
+    white noise under ef_cc, and lose to it under fcd (whose gain is the ring 2-4 px off the edges)."""
+    from pathlib import Path
+
+    from fusionseg.data.io import read_image
+    from fusionseg.metrics import edge_fidelity
+
+    samples = Path(__file__).parents[1] / "fusionseg" / "assets" / "samples"
+    images = torch.stack([
+        F.interpolate(read_image(samples / f"{name}.jpg")[None].float() / 255, size=(256, 256), mode="bilinear",
+                      antialias=True)[0]
+        for name in ("astronaut", "coffee")
+    ])
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(2, 32, 32, 32, generator=g)
+    luma = F.interpolate(images, size=(32, 32), mode="bilinear", antialias=True).mean(1)
+    gy, gx = torch.gradient(luma, dim=(1, 2))
+    edges = F.avg_pool2d((gx.square() + gy.square()).sqrt()[:, None], 3, 1, 1).repeat(1, 8, 1, 1)
+    edges = edges + 0.01 * torch.randn(edges.shape, generator=g)
+    assert bool((edge_fidelity(edges, images)["ef_cc"] > edge_fidelity(noise, images)["ef_cc"]).all())
+    assert bool((fcd(noise, images) > fcd(edges, images)).all())

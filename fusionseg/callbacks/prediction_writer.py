@@ -75,6 +75,8 @@ class SegPredictionWriter(BasePredictionWriter):
         self.raw_ids = raw_ids
         self.palette = palette
         self.written: list[Path] = []
+        self.skipped: list[str] = []  # unreadable images (`--data.skip_corrupt true`), in order of appearance
+        self._done: set[str] = set()
         self._colors: Tensor | None = None
         self._label_colors: Tensor | None = None
 
@@ -85,7 +87,7 @@ class SegPredictionWriter(BasePredictionWriter):
         info = getattr(trainer.datamodule, "info", None)
         self._colors = display_colors(pl_module.num_classes, info, self.palette)
         self._label_colors = None if self.raw_ids else class_colors(pl_module.num_classes, info)
-        self.written = []
+        self.written, self.skipped, self._done = [], [], set()
 
     def write_on_batch_end(self, trainer: Trainer, pl_module: LightningModule, prediction: Sequence[SegPrediction],
                            batch_indices: Sequence[int] | None, batch: SegBatch, batch_idx: int,
@@ -93,8 +95,12 @@ class SegPredictionWriter(BasePredictionWriter):
         assert self._colors is not None and self.output_dir is not None
         root = Path(self.output_dir)
         names = getattr(pl_module, "class_names", None)
+        self.skipped.extend(p for p in getattr(batch, "skipped", ()) if p not in self.skipped)
         for i, pred in enumerate(prediction):
             image_id = str(batch.image_ids[i])
+            if image_id in self._done:
+                continue  # an unreadable image's stand-in (skip_corrupt): written at its own place already
+            self._done.add(image_id)
             h, w = batch.image_sizes[i]
             image = resize_image(batch.images[i, :, :h, :w].cpu(), tuple(batch.orig_sizes[i]))
             maps = prediction_maps(pred, self.score_threshold)
@@ -121,6 +127,9 @@ class SegPredictionWriter(BasePredictionWriter):
             what.append("segments/ (segment ids + JSON with class and score)")
         images = f"{count} images" if trainer.world_size == 1 else f"{count} images on this process of {trainer.world_size}"
         # The command's answer, on stdout like the results tables of validate/test.
+        if self.skipped:
+            what.append(f"skipped {len(self.skipped)} unreadable image(s): " + ", ".join(self.skipped[:10])
+                        + (" ..." if len(self.skipped) > 10 else ""))
         print(f"\npredict: wrote {images} to {self.output_dir}\n  " + "\n  ".join(what), flush=True)
 
     def _save(self, path: Path, write: Any) -> None:

@@ -81,7 +81,9 @@ class RNGStates(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         ranks = state_dict.get("ranks")
         if not isinstance(ranks, list) or not ranks:
-            raise ValueError(f"RNGStates: expected {{'ranks': [state per rank]}} in the checkpoint, got keys {sorted(state_dict)}")
+            raise ValueError(
+                f"RNGStates: expected {{'ranks': [state per rank]}} in the checkpoint, got keys {sorted(state_dict)}"
+            )
         rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
         world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         if len(ranks) != world:

@@ -70,8 +70,9 @@ class SegDataModule(LightningDataModule):
     most `eval_max_size` (detectron2's test-time resize), targets at the original size. `info` (classes,
     thing ids) is available right after construction. `dataset="synthetic"` needs no files (`synthetic_*` options); the others read
     the official layout under `root`. `skip_corrupt=True` replaces unreadable files by the next readable
-    item and logs how many and which at the end of each epoch. `predict_root`: predict on a folder of images
-    instead of the test split. The training loader resumes mid-epoch from a checkpoint (see `resumable`).
+    item and logs how many and which at the end of each epoch. `predict_root`: predict on an image file, a
+    folder of images or a glob instead of the test split. The training loader resumes mid-epoch from a
+    checkpoint (see `resumable`).
 
     Cross-dataset: `val_dataset` / `val_root` name the dataset that validation, test and predict read (default:
     `dataset` / `root`), e.g. train on `synscapes` and evaluate on `cityscapes`. The two must have the same
@@ -153,7 +154,8 @@ class SegDataModule(LightningDataModule):
             self.val_set = self.build_dataset(self.val_split, self.eval_transform, *self._eval_source)
         if stage == "predict" and self.hparams.predict_root is not None:
             if self.predict_set is None:
-                self.predict_set = ImageFolderDataset(self.hparams.predict_root, self.info, self.eval_transform)
+                self.predict_set = ImageFolderDataset(self.hparams.predict_root, self.info, self.eval_transform,
+                                                      skip_corrupt=self.skip_corrupt)
         elif stage in ("test", "predict", None) and self.test_set is None:
             self.test_set = self.build_dataset(self.test_split, self.eval_transform, *self._eval_source)
 

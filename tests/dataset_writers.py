@@ -13,6 +13,8 @@ Usage in other tests: `from dataset_writers import write_tiny_ade20k; root = wri
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
@@ -126,41 +128,24 @@ def write_tiny_ade20k(root: str | Path) -> Path:
 
 
 def write_tiny_cityscapes(root: str | Path, panoptic_json: bool = True) -> Path:
-    """leftImg8bit + gtFine (labelIds, 16-bit instanceIds) for city "aachen"; the official panoptic
-    JSON + PNGs (createPanopticImgs.py format, label ids) for "val" when `panoptic_json`.
+    """leftImg8bit + gtFine (labelIds, 16-bit instanceIds) for city "aachen"; for "val" also the panoptic
+    JSON + PNGs made by the official converter (cityscapesScripts' createPanopticImgs.py, label ids) when
+    `panoptic_json`.
 
     labelIds: TOP = 7 (road, train id 0), LEFT and MIDDLE = 26 (car, train id 13), RIGHT = 24 (person,
     train id 11). instanceIds: TOP = 7, LEFT = 26000, MIDDLE = 26001, RIGHT = 24 (a person group: crowd).
     """
     root = Path(root)
     for split, numbers in SPLITS.items():
-        images, annotations = [], []
         for number in numbers:
-            stem = f"aachen_00{number}_000019"
-            _write_image(root / "leftImg8bit" / split / "aachen" / f"{stem}_leftImg8bit.png", seed=int(number))
-            label = np.zeros(SIZE, dtype=np.uint8)
-            label[TOP], label[LEFT], label[MIDDLE], label[RIGHT] = 7, 26, 26, 24
-            _write_png(root / "gtFine" / split / "aachen" / f"{stem}_gtFine_labelIds.png", label)
-            instance = label.astype(np.int32)
-            instance[LEFT], instance[MIDDLE] = 26000, 26001
-            instance_path = root / "gtFine" / split / "aachen" / f"{stem}_gtFine_instanceIds.png"
-            _write_png(instance_path, instance.astype(np.uint16))
-            images.append({"id": stem, "file_name": f"{stem}_leftImg8bit.png", "height": SIZE[0], "width": SIZE[1]})
-            segments = [
-                _segment_info(7, 7, 0, region_mask(TOP)),
-                _segment_info(26000, 26, 0, region_mask(LEFT)),
-                _segment_info(26001, 26, 0, region_mask(MIDDLE)),
-                _segment_info(24, 24, 1, region_mask(RIGHT)),
-            ]
-            png_name = f"{stem}_gtFine_panoptic.png"
-            annotations.append({"image_id": stem, "file_name": png_name, "segments_info": segments})
-            if split == "val" and panoptic_json:
-                _panoptic_png(root / "gtFine" / "cityscapes_panoptic_val" / f"{stem}_gtFine_panoptic.png", instance)
-        if split == "val" and panoptic_json:
-            categories = [{"id": i, "name": str(i), "isthing": int(i >= 24)} for i in (7, 8, 11, 24, 26)]
-            (root / "gtFine" / "cityscapes_panoptic_val.json").write_text(
-                json.dumps({"images": images, "annotations": annotations, "categories": categories})
-            )
+            instance = np.zeros(SIZE, dtype=np.int64)
+            instance[TOP], instance[LEFT], instance[MIDDLE], instance[RIGHT] = 7, 26000, 26001, 24
+            write_cityscapes_frame(root, split, f"aachen_00{number}_000019", instance, seed=int(number))
+    if panoptic_json:
+        from cityscapesscripts.preparation.createPanopticImgs import convert2panoptic
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            convert2panoptic(str(root / "gtFine"), str(root / "gtFine"), setNames=["val"])
     return root
 
 

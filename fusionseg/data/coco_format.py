@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
+from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,20 @@ from fusionseg.data.io import read_json, read_label, rgb_to_segment_ids
 from fusionseg.structures import SegTarget
 
 ImagePath = Callable[[Mapping[str, Any]], Path]  # an entry of the JSON's "images" -> the image file
+
+log = logging.getLogger(__name__)
+
+
+def degenerate_reason(segmentation: Any) -> str | None:
+    """Why an annotation's polygons give no mask ("an empty polygon list", "polygons of fewer than 3 points"),
+    or None when it has one (RLE, or at least one polygon of 3 points or more)."""
+    if not isinstance(segmentation, list):
+        return None
+    if not segmentation:
+        return "an empty polygon list"
+    if all(len(p) < 6 for p in segmentation):
+        return "polygons of fewer than 3 points"
+    return None
 
 
 def _check_categories(json_path: Path, used: set[int], category_map: Mapping[int, int]) -> None:
@@ -73,6 +89,13 @@ class InstanceAnnotations:
         self.image_ids = sorted(self.coco.imgs)
         self.image_files = [image_path(self.coco.imgs[i]) for i in self.image_ids]
         _check_categories(json_path, {a["category_id"] for a in self.coco.anns.values()}, category_map)
+        # Annotations with no area are skipped when read; count them now, so the skip is not silent.
+        reasons = (degenerate_reason(a.get("segmentation")) for a in self.coco.anns.values())
+        self.dropped_annotations: Counter[str] = Counter(r for r in reasons if r is not None)
+        if self.dropped_annotations:
+            counts = ", ".join(f"{n} with {why}" for why, n in sorted(self.dropped_annotations.items()))
+            log.warning(f"{json_path}: skipping {sum(self.dropped_annotations.values())} of {len(self.coco.anns)} "
+                        f"annotations that have no area ({counts})")
 
     def __len__(self) -> int:
         return len(self.image_ids)

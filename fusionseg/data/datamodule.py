@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningDataModule
@@ -59,6 +60,20 @@ def dataset_info(dataset: str, task: str) -> DatasetInfo:
     return _INFO[dataset](task)
 
 
+# The least value of each numeric argument (None: not given); TrainTransform checks crop_size and scale_range.
+_MINIMUM = {"batch_size": 1, "eval_batch_size": 1, "num_workers": 0, "color_jitter": 0, "eval_short_side": 1,
+            "eval_max_size": 1, "scale_base": 1, "scale_step": 1e-9, "max_size": 1, "synthetic_train_images": 1,
+            "synthetic_val_images": 1, "synthetic_image_size": 16}
+
+
+def check_numbers(args: Mapping[str, Any]) -> None:
+    """A ValueError naming every `--data.<key>` below its least value, before any work starts."""
+    bad = [f"--data.{k} {args[k]!r} (must be >= {least})" for k, least in _MINIMUM.items()
+           if args.get(k) is not None and not args[k] >= least]
+    if bad:
+        raise ValueError("SegDataModule: invalid value(s): " + "; ".join(bad))
+
+
 class SegDataModule(LightningDataModule):
     """Training and evaluation data for one dataset and task.
 
@@ -112,6 +127,7 @@ class SegDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        check_numbers(self.hparams)
         self.train_info = dataset_info(dataset, task)
         self.val_dataset = val_dataset or dataset
         # Another dataset lives under another root; the same dataset defaults to the training root.

@@ -4,8 +4,10 @@ The data module owns the label space: its `info` (number of classes, thing ids, 
 `task` are linked into the model, so a config names them once. Default callbacks, each configurable
 under its own key (`--last_checkpoint.every_n_train_steps 500`, `--metric_profiler.num_batches 4`, ...):
 
-- `metric_profiler`: MetricProfiler (profiles the encoders and sets the plan when `model.plan` is `auto`)
-- `last_checkpoint`: `last.ckpt` every N steps and at the end; `fit --ckpt_path last` resumes
+- `metric_profiler`: MetricProfiler (profiles the encoders and sets the plan when `model.plan` is `auto`;
+  `--metric_profiler.roles auto|config`, `--metric_profiler.plan_metric ef|ef_cc`)
+- `last_checkpoint`: `last.ckpt` every N steps and at the end; `fit --ckpt_path last` resumes (Lightning
+  finds the file; the module restores the plan from it)
 - `best_checkpoint`: the best checkpoint by the task's main metric
 - `lr_monitor`: learning rates per step
 - `visuals`: TensorBoard images, feature PCA maps, SC/EF of the fused features, custom-scalar layout
@@ -23,12 +25,12 @@ Checkpoints go to `<trainer.default_root_dir>/checkpoints`, TensorBoard logs to
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from typing_extensions import override
 
 from fusionseg.callbacks.checkpointing import BestCheckpoint, LastCheckpoint
 from fusionseg.callbacks.learning_rates import LearningRateLogger
@@ -69,6 +71,7 @@ class FusionSegCLI(LightningCLI):
         kwargs.setdefault("seed_everything_default", 0)
         super().__init__(FusedSegModule, SegDataModule, args=args, run=run, **kwargs)
 
+    @override
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for key, callback in DEFAULT_CALLBACKS.items():
             parser.add_lightning_class_args(callback, key)
@@ -77,6 +80,7 @@ class FusionSegCLI(LightningCLI):
         for target, fn in (("num_classes", _num_classes), ("thing_ids", _thing_ids), ("class_names", _class_names)):
             parser.link_arguments("data", f"model.{target}", compute_fn=fn, apply_on="instantiate")
 
+    @override
     def before_instantiate_classes(self) -> None:
         # With mode="replace" the master's branch at the injected stride produces features nobody uses, so
         # its parameters get no gradient; plain DDP refuses that. Lightning's own name for the fix:
@@ -84,26 +88,19 @@ class FusionSegCLI(LightningCLI):
         if trainer.get("strategy") == "ddp":
             trainer["strategy"] = "ddp_find_unused_parameters_true"
 
-    # -- fit: tell the profiler when a checkpoint will bring the plan -----------------------------
-    def before_fit(self) -> None:
-        ckpt_path = self.config_init[self.subcommand].get("ckpt_path")
-        if ckpt_path == "last":  # Lightning's rule: the newest last*.ckpt of the checkpoint callbacks, if any
-            found = set()
-            for callback in self.trainer.checkpoint_callbacks:
-                found |= callback._find_last_checkpoints(self.trainer)
-            ckpt_path = max(found, key=os.path.getmtime) if found else None
-        self._callback(MetricProfiler).resume_checkpoint = ckpt_path
-
     # -- predict: the writer saves every prediction; keeping them all in memory too would not scale -------
+    @override
     def before_predict(self) -> None:
         config = self.config_init[self.subcommand]
         if config.get("return_predictions") is None:
             config["return_predictions"] = False
 
     # -- validate / test: the paper-style results table ----------------------------------------------
+    @override
     def after_validate(self) -> None:
         self._print_table("val")
 
+    @override
     def after_test(self) -> None:
         self._print_table("test")
 

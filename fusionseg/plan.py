@@ -1,17 +1,53 @@
 """The fusion plan: which encoder is the master, which the auxiliary, and where the aux is injected.
 
 It is made by `fusionseg.profiling.plan_fusion` from metric profiles (or written by hand), stored
-in checkpoints and reused on resume, validate, test and predict.
+in checkpoints and reused on resume, validate, test and predict (`fusionseg.fusion.PlannedPyramid`
+owns that life). Plans and profiles name encoders by one rule, `encoder_names`.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-PLAN_TASKS = ("semantic", "instance", "panoptic", "edge")
+from fusionseg.structures import TASKS
+
+if TYPE_CHECKING:
+    from fusionseg.encoders.spec import EncoderSpec
+
+EDGE_TASK = "edge"
+PLAN_TASKS = (*TASKS, EDGE_TASK)
+
+
+def encoder_names(specs: Sequence[EncoderSpec]) -> list[str]:
+    """How profiles and plans name encoders: the registry name (`"dinov3"`), or the full spec string
+    (`"timm:model_name=resnet18"`) for encoders whose registry name is shared with another one given.
+
+    `fusionseg profile`, the MetricProfiler and the module all name encoders this way, and
+    `names_encoder` accepts either form, so a plan made from any set of encoders names them alike.
+    """
+    full = [str(s) for s in specs]
+    if len(set(full)) < len(full):
+        raise ValueError(f"encoders {full} are given more than once with the same arguments")
+    registry = [s.name for s in specs]
+    return [s.name if registry.count(s.name) == 1 else str(s) for s in specs]
+
+
+def names_encoder(name: str, spec: EncoderSpec) -> bool:
+    """Whether a plan's or profile's `name` means `spec`: its registry name or its full spec."""
+    if name in (spec.name, str(spec)):
+        return True
+    if ":" not in name:
+        return False
+    from fusionseg.encoders.spec import EncoderSpec  # here: plan.py stays importable without the registry
+
+    try:
+        return EncoderSpec.parse(name) == spec  # the same spec written with other spacing or argument order
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,10 @@ import torch
 from torch import Tensor
 
 IGNORE_INDEX = 255
+# The segmentation tasks a model trains and is evaluated for; a fusion plan may also be made for "edge".
 TASKS = ("semantic", "instance", "panoptic")
+# The strides of every encoder's pyramid and of the Mask2Former head's input.
+STRIDES = (4, 8, 16, 32)
 
 
 @dataclass(frozen=True)

@@ -26,11 +26,12 @@ from fusionseg.callbacks.profile_cache import (
     state_dict_fingerprint,
     weights_fingerprint,
 )
-from fusionseg.callbacks.profile_report import encoder_names, make_plan
-from fusionseg.callbacks.profiler import per_image_metrics
+from fusionseg.callbacks.profile_report import choose_plan
 from fusionseg.callbacks.tensorboard import custom_scalars_layout, feature_tag, profile_tag
 from fusionseg.encoders import EncoderSpec, build
 from fusionseg.metrics import METRIC_NAMES
+from fusionseg.plan import encoder_names, names_encoder
+from fusionseg.profiling import Profile, per_image_metrics
 from fusionseg.structures import IGNORE_INDEX, DatasetInfo, SegPrediction
 
 
@@ -89,32 +90,43 @@ def test_cache_round_trip_and_damaged_entries(tmp_path):
 
 
 # -- plan from profiles ----------------------------------------------------------------------------------
+NAMES = {"master": "regions", "aux": "edges"}
+AGREE = {"regions": _values({4: 0.8, 8: 0.8, 16: 0.7, 32: 0.6}, {4: 1, 8: 1, 16: 2, 32: 1}),
+         "edges": _values({4: 0.4, 8: 0.3, 16: 0.2, 32: 0.2}, {4: 5, 8: 9, 16: 17, 32: 12})}
+# The configured master (regions) is the edge-strong one here: the metrics make edges the master.
+DISAGREE = {"regions": _values({4: 0.1, 8: 0.1, 16: 0.1, 32: 0.1}, {4: 3, 8: 9, 16: 1, 32: 1}),
+            "edges": _values({4: 0.9, 8: 0.9, 16: 0.9, 32: 0.9}, {4: 1, 8: 2, 16: 1, 32: 6})}
+
+
 def test_plan_follows_the_metrics_when_they_agree_with_the_configured_roles():
-    master, aux = EncoderSpec("regions"), EncoderSpec("edges")
-    values = {"master": _values({4: 0.8, 8: 0.8, 16: 0.7, 32: 0.6}, {4: 1, 8: 1, 16: 2, 32: 1}),
-              "aux": _values({4: 0.4, 8: 0.3, 16: 0.2, 32: 0.2}, {4: 5, 8: 9, 16: 17, 32: 12})}
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        plan = make_plan(master, aux, values, "semantic")
+        plan = choose_plan(Profile.from_values(AGREE), NAMES, "semantic")
     assert (plan.master, plan.aux, plan.strides) == ("regions", "edges", (16,))
-    assert plan.scores["sc_mean"]["regions"] == pytest.approx(0.725)
+    assert plan.scores["sc_mean"]["regions"] == pytest.approx(0.725) and plan.scores["roles"] == "from the metrics"
 
 
-def test_plan_keeps_the_configured_roles_and_warns_when_the_metrics_disagree():
-    master, aux = EncoderSpec("regions"), EncoderSpec("edges")
-    values = {"master": _values({4: 0.1, 8: 0.1, 16: 0.1, 32: 0.1}, {4: 3, 8: 9, 16: 1, 32: 1}),
-              "aux": _values({4: 0.9, 8: 0.9, 16: 0.9, 32: 0.9}, {4: 1, 8: 2, 16: 1, 32: 6})}
-    with pytest.warns(UserWarning, match="Keeping the configured roles"):
-        plan = make_plan(master, aux, values, "semantic")
+def test_roles_auto_lets_the_metrics_swap_the_configured_roles():
+    plan = choose_plan(Profile.from_values(DISAGREE), NAMES, "semantic", roles="auto")
+    assert (plan.master, plan.aux, plan.strides) == ("edges", "regions", (8,))  # regions' EF peak
+    assert "swapped" in plan.scores["roles"]
+
+
+def test_roles_config_keeps_the_configured_roles_and_warns_when_the_metrics_disagree():
+    with pytest.warns(UserWarning, match="roles='config' keeps 'regions' the master"):
+        plan = choose_plan(Profile.from_values(DISAGREE), NAMES, "semantic", roles="config")
     assert (plan.master, plan.aux, plan.strides) == ("regions", "edges", (32,))  # the aux's EF peak
     assert "swapping" in plan.scores["roles"]
 
 
-def test_encoders_of_one_family_are_named_by_their_full_spec():
-    a, b = EncoderSpec("timm", {"model_name": "resnet18"}), EncoderSpec("timm", {"model_name": "resnet34"})
-    assert encoder_names(a, b) == {"master": "timm:model_name=resnet18", "aux": "timm:model_name=resnet34"}
-    with pytest.raises(ValueError, match="same encoder"):
-        encoder_names(a, a)
+def test_one_naming_rule_full_specs_only_within_a_family():
+    a, b = EncoderSpec("timm", {"model_name": "resnet18"}), EncoderSpec("timm", {"model_name": "convnext_atto"})
+    assert encoder_names([a, b]) == ["timm:model_name=resnet18", "timm:model_name=convnext_atto"]
+    assert encoder_names([a, EncoderSpec("edges")]) == ["timm", "edges"]
+    assert names_encoder("timm:model_name=resnet18", a) and names_encoder("timm", a)
+    assert names_encoder("timm:model_name= resnet18", a) and not names_encoder("timm:model_name=resnet18", b)
+    with pytest.raises(ValueError, match="more than once"):
+        encoder_names([a, a])
 
 
 def test_per_image_metrics_measure_only_the_unpadded_part():
@@ -128,7 +140,7 @@ def test_per_image_metrics_measure_only_the_unpadded_part():
     alone = per_image_metrics(feats, image, [(64, 64)], seed=0)
     batched = per_image_metrics(padded_feats, padded, [(64, 64), (96, 96)], seed=0)
     for metric in ("sc", "ef"):
-        assert batched[8][metric][0] == pytest.approx(alone[8][metric][0], abs=1e-5)
+        assert float(batched[8][metric][0]) == pytest.approx(float(alone[8][metric][0]), abs=1e-5)
     assert len(batched[16]["ef"]) == 2
 
 
@@ -209,7 +221,7 @@ def test_label_png_is_8_bit_below_255_classes_else_16_bit(tmp_path):
 # -- TensorBoard ----------------------------------------------------------------------------------------------
 def test_custom_scalar_charts_group_master_aux_and_fused_per_stride():
     layout = custom_scalars_layout((4, 8, 16, 32))
-    chart = layout["Edge Fidelity (EF)"]["EF at OS 16"]
+    chart = layout["Edge Fidelity (EF), master / aux / fused"]["EF at OS 16"]
     assert chart[0] == "Multiline"
     pattern = re.compile(chart[1][0])
     assert all(pattern.match(profile_tag("ef", role, 16)) for role in ("master", "aux"))

@@ -24,8 +24,8 @@ SMALL = [
     "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
     "--data.crop_size", "64", "--data.batch_size", "2", "--data.eval_batch_size", "2", "--data.num_workers", "0",
     "--data.synthetic_train_images", "16", "--data.synthetic_val_images", "2", "--data.synthetic_image_size", "64",
-    "--model.num_queries", "8", "--model.dec_layers", "2", "--model.enc_layers", "1", "--model.hidden_dim", "32",
-    "--model.dim_feedforward", "64", "--model.enc_feedforward", "64", "--model.train_points", "256",
+    "--model.head.num_queries", "8", "--model.head.dec_layers", "2", "--model.head.enc_layers", "1", "--model.head.hidden_dim", "32",
+    "--model.head.dim_feedforward", "64", "--model.head.enc_feedforward", "64", "--model.head.train_points", "256",
     "--model.master", "regions:channels=16", "--model.aux", "edges:channels=16",
     "--metric_profiler.num_batches", "2", "--visuals.num_images", "2",
 ]
@@ -71,7 +71,7 @@ def test_fit_profiles_sets_a_plan_and_checkpoints(demo_run):
     assert cli.trainer.global_step == 4
     last = root / "run" / "checkpoints" / "last.ckpt"
     ckpt = torch.load(last, weights_only=True)
-    assert ckpt["global_step"] == 4 and ckpt["fusion_plan"] == module.plan.to_dict()
+    assert ckpt["global_step"] == 4 and ckpt["hyper_parameters"]["plan"] == module.plan.to_dict()
     assert list((root / "run" / "checkpoints").glob("best-step=4*.ckpt"))
 
 
@@ -164,3 +164,17 @@ def test_a_run_without_a_logger_still_profiles_trains_and_checkpoints(tmp_path):
         cli = run_lightning_cli(fit_args(tmp_path / "run", tmp_path / "cache", steps=1) + ["--trainer.logger", "false"])
     assert cli.trainer.global_step == 1 and cli.model.plan is not None
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_fit_with_the_roles_swapped_in_the_config_ends_with_the_metrics_roles(tmp_path):
+    swapped = ["--model.master", "edges:channels=16", "--model.aux", "regions:channels=16", "--trainer.logger", "false",
+               "--visuals.feature_metrics", "false", "--visuals.pca_maps", "false"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(REPO)
+        cli = run_lightning_cli(fit_args(tmp_path / "run", tmp_path / "cache", steps=1) + swapped)
+    module = cli.model
+    assert (module.plan.master, module.plan.aux) == ("regions", "edges")  # structure-strong regions trains
+    assert module.master_spec.name == "regions" and module.aux.frozen and not module.master.frozen
+    assert "swapped" in module.plan.scores["roles"]
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"]
+    assert (saved["master"]["name"], saved["aux"]["name"]) == ("regions", "edges")

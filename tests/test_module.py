@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from fusionseg.encoders import build
+from fusionseg.heads import HeadConfig
 from fusionseg.module import FusedSegModule
 from fusionseg.optim import WarmupPoly, resolve_warmup, split_decay
 from fusionseg.plan import FusionPlan
@@ -24,14 +25,14 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:.*module\\(s\\) in eval mode"),  # the frozen aux stays in eval mode on purpose
 ]
 
-TINY = dict(num_queries=8, dec_layers=2, hidden_dim=32, train_points=512, enc_layers=1, num_heads=4,
-            dim_feedforward=64, enc_feedforward=64)
+TINY = HeadConfig(num_queries=8, dec_layers=2, hidden_dim=32, train_points=512, enc_layers=1, num_heads=4,
+                  dim_feedforward=64, enc_feedforward=64)
 FUSED_PLAN = {"master": "regions", "aux": "edges", "strides": [16]}
 
 
 def make_module(task: str = "semantic", **kwargs) -> FusedSegModule:
     args = dict(master="regions:channels=32", aux="edges:channels=16", plan=FUSED_PLAN, task=task, num_classes=3,
-                thing_ids=[1, 2], lr=3e-3, warmup_steps=0, **TINY)
+                thing_ids=[1, 2], lr=3e-3, warmup_steps=0, head=TINY)
     args.update(kwargs)
     return FusedSegModule(**args)
 
@@ -131,7 +132,7 @@ def test_bf16_mixed_precision_trains_and_predicts_on_cpu() -> None:
 
 @pytest.mark.parametrize("task", ["semantic", "instance", "panoptic"])
 def test_predict_step_answers_at_the_original_size(task: str) -> None:
-    module = make_module(task, object_mask_threshold=0.0).eval()
+    module = make_module(task, head={**TINY.to_dict(), "object_mask_threshold": 0.0}).eval()
     batch = eval_batch(task)
     batch.orig_sizes = [(100, 140), (30, 44)]  # e.g. images resized for the model
     with torch.no_grad():
@@ -154,10 +155,10 @@ def test_auto_plan_waits_for_set_plan_and_checks_it() -> None:
     assert module.needs_plan and module.aux is not None
     with pytest.raises(RuntimeError, match="MetricProfiler"):
         module(torch.rand(1, 3, 64, 64))
-    with pytest.raises(ValueError, match="not this module's master"):
-        module.set_plan(FusionPlan("edges", "regions", strides=(16,)))
-    with pytest.raises(ValueError, match="aux 'sam2' does not match"):
+    with pytest.raises(ValueError, match="does not name this model's encoders"):
         module.set_plan(FusionPlan("regions", "sam2", strides=(16,)))
+    with pytest.raises(ValueError, match="aux None does not match"):
+        module.set_plan(FusionPlan("regions"))
     with pytest.raises(ValueError, match="not in both pyramids"):
         module.set_plan(FusionPlan("regions:channels=32", "edges", strides=(64,)))
     module.set_plan(FusionPlan("regions:channels=32", "edges:channels=16", strides=(8, 16)))
@@ -196,7 +197,9 @@ def test_checkpoints_restore_the_exact_fused_model(tmp_path) -> None:
     ckpt = tmp_path / "model.ckpt"
     fit.save_checkpoint(ckpt)
     weights.unlink()  # the checkpoint brings the weights: no weight file, no profiling needed
-    assert torch.load(ckpt, weights_only=True)["fusion_plan"]["scores"]["ef_aux"] == {8: 3.5, 16: 17.25}
+    stored = torch.load(ckpt, weights_only=True)
+    assert stored["hyper_parameters"]["plan"]["scores"]["ef_aux"] == {8: 3.5, 16: 17.25}  # the plan, stored once
+    assert "fusion_plan" not in stored
 
     batch = eval_batch("semantic")
     module.eval()
@@ -218,10 +221,40 @@ def test_checkpoints_restore_the_exact_fused_model(tmp_path) -> None:
     assert again.global_step == 5 and resumed.plan == module.plan
 
 
+def test_checkpoints_of_older_versions_with_a_separate_plan_key_still_load(tmp_path) -> None:
+    module = make_module()
+    fit = trainer(max_steps=1)
+    fit.fit(module, loader(train_batch("semantic"), 1))
+    fit.save_checkpoint(tmp_path / "new.ckpt")
+    old = torch.load(tmp_path / "new.ckpt", weights_only=True)
+    old["fusion_plan"] = old["hyper_parameters"]["plan"]  # where older versions kept it (besides the hparams)
+    old["hyper_parameters"]["plan"] = "auto"
+    torch.save(old, tmp_path / "old.ckpt")
+    loaded = FusedSegModule.load_from_checkpoint(tmp_path / "old.ckpt")
+    assert loaded.plan == module.plan and not loaded.needs_plan
+
+
+def test_a_plan_with_the_roles_the_other_way_round_swaps_master_and_aux() -> None:
+    module = make_module(plan="auto")  # configured: regions (32 ch) master, edges (16 ch) aux
+    assert module.set_plan(FusionPlan("edges", "regions", strides=(16,)))
+    assert (module.master_spec.name, module.aux_spec.name) == ("edges", "regions")
+    assert module.aux.frozen and not module.master.frozen
+    assert all(p.requires_grad for p in module.master.parameters() if p.is_floating_point())
+    assert not any(p.requires_grad for p in module.aux.parameters())
+    assert module.head.in_channels == {s: 16 for s in (4, 8, 16, 32)}  # rebuilt for the new master's width
+    assert module.hparams["master"] == {"name": "edges", "args": {"channels": 16}}
+    recorder = LossRecorder()
+    trainer(max_steps=2, callbacks=[recorder]).fit(module, loader(train_batch("semantic"), 2))
+    in_groups = {id(p) for g in module.trainer.optimizers[0].param_groups for p in g["params"]}
+    assert {id(p) for p in module.master.parameters()} <= in_groups
+    assert not {id(p) for p in module.aux.parameters()} & in_groups
+
+
 def test_validation_logs_the_evaluators_scalars_and_shows_the_headline() -> None:
     module = make_module()
     run = trainer()
     metrics = run.validate(module, loader(eval_batch("semantic")), verbose=False)[0]
+    assert any(m is module.evaluators["val"] for m in module.modules())  # a child: Lightning moves it
     assert metrics and all(k.startswith("val/") for k in metrics)
     assert "val/mIoU" in metrics and "val/boundary_mIoU" in metrics
     assert list(run.progress_bar_metrics) == ["val/mIoU"]

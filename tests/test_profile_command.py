@@ -8,8 +8,9 @@ import shutil
 import pytest
 
 from fusionseg.cli import main as fusionseg_main
-from fusionseg.commands.profile import encoder_labels, list_images, main, sample_images_dir
-from fusionseg.encoders import EncoderSpec
+from fusionseg.commands.profile import list_images, main, sample_images_dir
+from fusionseg.heads import HeadConfig
+from fusionseg.module import FusedSegModule
 from fusionseg.plan import FusionPlan
 from fusionseg.profiling import Profile
 
@@ -68,13 +69,30 @@ def test_unknown_encoder_is_a_clear_error(two_photos, tmp_path, capsys):
     assert "unknown encoder 'nope'" in capsys.readouterr().err
 
 
-def test_encoder_labels_are_unique():
-    specs = [EncoderSpec.parse(s) for s in ("timm:model_name=resnet18", "timm:model_name=convnext_tiny", "edges")]
-    assert encoder_labels(specs) == ["timm-resnet18", "timm-convnext_tiny", "edges"]
-    same_values = [EncoderSpec("edges", {"channels": 8}), EncoderSpec("edges", {"seed": 8})]
-    assert encoder_labels(same_values) == ["edges:channels=8", "edges:seed=8"]
-    with pytest.raises(ValueError, match="more than once"):
-        encoder_labels([EncoderSpec("edges"), EncoderSpec("edges")])
+@pytest.mark.slow
+def test_a_plan_of_two_encoders_of_one_family_is_accepted_by_the_module_as_given(two_photos, tmp_path):
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    from test_module import train_batch
+
+    out = tmp_path / "out"
+    specs = ["timm:model_name=resnet18", "timm:model_name=convnext_atto"]
+    assert main(["--encoders", *specs, "--images", str(two_photos), "--num-images", "2", "--image-size", "64",
+                 "--out", str(out), "--num-maps", "1", "--no-progress", "--plan-metric", "ef_cc"]) == 0
+    plan = FusionPlan.load(out / "plan.json")
+    assert {plan.master, plan.aux} == set(specs) and plan.scores["plan_metric"] == "ef_cc"
+    assert (out / "maps" / "timm-model_name-resnet18" / "stride4_img0_pca.png").is_file()
+    head = HeadConfig(num_queries=4, dec_layers=1, hidden_dim=32, train_points=64, enc_layers=1, num_heads=2,
+                      dim_feedforward=32, enc_feedforward=32)
+    # The configuration may give the roles either way round: the plan's roles win.
+    module = FusedSegModule(master=specs[1], aux=specs[0], plan=str(out / "plan.json"), num_classes=3, head=head,
+                            warmup_steps=0)
+    assert str(module.master_spec) == plan.master and module.plan == plan
+    trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, DataLoader([train_batch("semantic")], batch_size=None, collate_fn=lambda b: b))
+    assert trainer.global_step == 1
 
 
 @pytest.mark.parametrize("form", ["class_path", "init_args"])

@@ -1,4 +1,4 @@
-"""Profiles (build, merge, JSON/CSV), profiling encoders over images, and the fusion plan."""
+"""Profiles (per-image accumulation, JSON/CSV), profiling encoders over images, and the fusion plan."""
 
 from __future__ import annotations
 
@@ -11,7 +11,16 @@ from fusionseg.commands.profile import folder_images, sample_images_dir
 from fusionseg.encoders import build
 from fusionseg.metrics import MAP_SIDE, METRIC_NAMES
 from fusionseg.plan import FusionPlan
-from fusionseg.profiling import MetricStat, Profile, ProfileBuilder, plan_fusion, profile_encoders
+from fusionseg.profiling import (
+    NONFINITE,
+    PLAN_METRICS,
+    MetricStat,
+    Profile,
+    ProfileAccumulator,
+    measure_pyramid,
+    plan_fusion,
+    profile_encoders,
+)
 
 
 def values(curves: dict[str, dict[int, list[float]]]) -> dict:
@@ -44,31 +53,56 @@ def test_profile_from_values_has_mean_std_and_count():
         profile.mean("a", 16, "sc")
 
 
-def test_merged_parts_equal_the_profile_of_all_values():
-    part1 = values({"a": {4: [0.1, 0.9, 0.4]}, "b": {4: [2.0]}})
-    part2 = values({"a": {4: [0.3, 0.3]}, "b": {4: [5.0, 1.0]}})
-    merged = Profile.merge([Profile.from_values(part1), Profile.from_values(part2)])
-    builder = ProfileBuilder()
-    builder.add_values(part1)
-    builder.add_values(part2)
-    whole = builder.build()
-    assert builder.per_image_values()["a"][4]["sc"].tolist() == pytest.approx([0.1, 0.9, 0.4, 0.3, 0.3])
-    for e in ("a", "b"):
-        assert merged.num_images(e) == whole.num_images(e)
-        for m in METRIC_NAMES:
-            assert merged.mean(e, 4, m) == pytest.approx(whole.mean(e, 4, m), abs=1e-7)
-            assert merged.std(e, 4, m) == pytest.approx(whole.std(e, 4, m), abs=1e-7)
+def pyramid(batch: int = 4, seed: int = 0) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return ({8: torch.rand(batch, 4, 8, 8, generator=g), 16: torch.rand(batch, 4, 4, 4, generator=g)},
+            torch.rand(batch, 3, 64, 64, generator=g))
 
 
-def test_builder_rejects_inconsistent_batches():
-    builder = ProfileBuilder()
-    builder.add("a", {4: {m: torch.zeros(2) for m in METRIC_NAMES}})
-    with pytest.raises(ValueError, match="strides"):
-        builder.add("a", {8: {m: torch.zeros(2) for m in METRIC_NAMES}})
-    with pytest.raises(ValueError, match="missing"):
-        builder.add("b", {4: {"sc": torch.zeros(2)}})
-    with pytest.raises(ValueError, match="nothing to build"):
-        ProfileBuilder().build()
+def test_accumulated_batches_equal_one_measurement_of_all_images():
+    feats, images = pyramid()
+    whole = measure_pyramid(feats, images)
+    acc = ProfileAccumulator(strides=(8, 16))
+    for part in (slice(0, 3), slice(3, 4)):
+        acc.update({s: f[part] for s, f in feats.items()}, images[part])
+    values = acc.compute()
+    assert set(values) == {8, 16} and set(values[8]) == set(whole[8])
+    for s in values:
+        for name, v in values[s].items():
+            assert torch.allclose(v, whole[s][name]), (s, name)
+
+
+def test_parts_measured_apart_are_gathered_by_concatenation_in_image_order():
+    # What DDP does to the accumulator's states (dist_reduce_fx="cat"): each process's images, in one order.
+    feats, images = pyramid()
+    rank0, rank1, single = (ProfileAccumulator(strides=(8, 16)) for _ in range(3))
+    single.update(feats, images)
+    rank1.update({s: f[2:] for s, f in feats.items()}, images[2:], order=[2, 3])
+    rank0.update({s: f[:2] for s, f in feats.items()}, images[:2], order=[0, 1])
+    rank1.merge_state(rank0)
+    gathered, expected = rank1.compute(), single.compute()
+    assert all(torch.equal(gathered[s][m], expected[s][m]) for s in expected for m in expected[s])
+
+
+def test_non_finite_feature_maps_are_counted_per_encoder_and_stride():
+    feats, images = pyramid(batch=3)
+    feats[16][1, 0, 0, 0] = float("nan")
+    feats[16][2, 1, 1, 1] = float("inf")
+    acc = ProfileAccumulator(strides=(8, 16))
+    acc.update(feats, images)
+    profile = Profile.from_values({"broken": acc.compute()})
+    assert (profile.nonfinite("broken", 8), profile.nonfinite("broken", 16)) == (0, 2)
+    assert profile.nonfinite_report() == [
+        "broken: non-finite (NaN/Inf) feature maps in stride 16: 2 of 3 images (they score 0)"]
+
+
+def test_accumulator_refuses_missing_strides_and_an_empty_compute():
+    feats, images = pyramid()
+    acc = ProfileAccumulator(strides=(8, 16, 32))
+    with pytest.raises(ValueError, match="lack the profiled strides"):
+        acc.update(feats, images)
+    with pytest.raises(ValueError, match="no images"):
+        ProfileAccumulator(strides=(8,)).compute()
 
 
 def test_profile_json_and_csv_round_trip(tmp_path):
@@ -189,3 +223,29 @@ def test_configured_roles_are_kept_and_the_metrics_choice_is_recorded():
     assert swapped.scores["metric_roles"] == {"master": "d3", "aux": "s2"}
     with pytest.raises(ValueError, match="two different profiled encoders"):
         plan_fusion(profile, roles=("s2", "s2"))
+
+
+def test_the_plan_metric_is_a_choice_recorded_in_the_plan():
+    same = {4: 0.5, 8: 0.5, 16: 0.5}
+    profile = hand_profile(sc={"m": {4: 0.9, 8: 0.9, 16: 0.9}, "a": same}, ef={"m": same, "a": {4: 1.0, 8: 5.0, 16: 2.0}})
+    for s in (4, 8, 16):  # EF_CC peaks elsewhere than EF
+        profile.stats["a"][s]["ef_cc"] = MetricStat({4: 3.0, 8: 1.0, 16: 0.5}[s], 0.0, 3)
+    assert set(PLAN_METRICS) >= {"ef", "ef_cc"}
+    by_ef, by_ef_cc = plan_fusion(profile), plan_fusion(profile, plan_metric="ef_cc")
+    assert (by_ef.strides, by_ef.scores["plan_metric"]) == ((8,), "ef")
+    assert (by_ef_cc.strides, by_ef_cc.scores["plan_metric"]) == ((4,), "ef_cc")
+    assert by_ef_cc.scores["ef_cc_aux"] == {"4": 3.0, "8": 1.0, "16": 0.5}
+    with pytest.raises(ValueError, match="unknown plan_metric 'fc'"):
+        plan_fusion(profile, plan_metric="fc")
+
+
+def test_an_auxiliary_with_only_zero_scores_is_refused_naming_it_and_its_strides():
+    # Features that are NaN score 0 everywhere: the metrics would make such an encoder the aux.
+    zero = {4: 0.0, 8: 0.0, 16: 0.0}
+    profile = hand_profile(sc={"good": {4: 0.8, 8: 0.8, 16: 0.8}, "nan_encoder": zero},
+                           ef={"good": {4: 3.0, 8: 4.0, 16: 5.0}, "nan_encoder": zero})
+    for s in zero:
+        profile.stats["nan_encoder"][s][NONFINITE] = MetricStat(1.0, 0.0, 3)
+    with pytest.raises(ValueError, match=r"'nan_encoder' as the auxiliary: its ef scores at strides \[4, 8, 16\]") as err:
+        plan_fusion(profile)
+    assert "9 of its feature maps were NaN/Inf" in str(err.value)

@@ -112,7 +112,7 @@ def test_a_crashed_run_resumes_from_last_ckpt_with_its_plan_and_data_position(tm
     last = root / "checkpoints" / "last.ckpt"
     ckpt = torch.load(last, weights_only=True)
     assert ckpt["global_step"] == 2  # saved every 2 steps; step 3 was lost with the crash
-    crashed_plan = ckpt["fusion_plan"]
+    crashed_plan = ckpt["hyper_parameters"]["plan"]  # the plan, stored once
 
     cli = run_lightning_cli(_fit_args(root, cache, tmp_path / "resumed", "--ckpt_path", "last"))
     probe = json.loads((tmp_path / "resumed" / "probe_rank0.json").read_text())
@@ -163,4 +163,4 @@ def test_a_run_killed_with_sigkill_resumes_from_its_last_checkpoint(tmp_path):
     probe = json.loads((tmp_path / "resumed" / "probe_rank0.json").read_text())
     assert cli.trainer.global_step == step + 2
     assert [b["step"] for b in probe["batches"]] == [step, step + 1]
-    assert probe["plan"] == ckpt["fusion_plan"]
+    assert probe["plan"] == ckpt["hyper_parameters"]["plan"]

@@ -28,7 +28,7 @@ DEFAULT_CACHE_DIR = "~/.cache/fusionseg/profiles"
 CACHE_FORMAT = 1
 _MIB = 1 << 20
 
-# Per-image metrics of one encoder: {stride: {metric name: [value per image]}}.
+# Per-image metrics of one encoder as plain lists (JSON, checkpoints): {stride: {field: [value per image]}}.
 PerImageValues = dict[int, dict[str, list[float]]]
 
 

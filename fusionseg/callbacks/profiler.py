@@ -1,9 +1,12 @@
 """MetricProfiler: profile the master and auxiliary encoders before training and set the fusion plan.
 
-Lightning's order in `fit` is: callbacks' `setup` -> checkpoint restore -> strategy setup, which
-calls `configure_optimizers`. The plan decides which alignment layers exist, so it is set in
-`setup`, before the optimizer is built. A resumed run takes the plan from its checkpoint (the
-module restores it while the checkpoint loads) and is not profiled again.
+Lightning's order in `fit` is: callbacks' `setup` -> checkpoint restore -> strategy setup (DDP
+wrapping, then `configure_optimizers`). The plan decides which encoder trains and which alignment
+layers exist, so it is set in `setup`, before the model is wrapped and the optimizer is built. A
+resumed run takes the plan from its checkpoint: the module restores it (`on_load_checkpoint`) and it
+replaces the profiled one; the profile cache makes that profiling a lookup. (Lightning tells no
+callback before the restore that a checkpoint will come, unless `trainer.ckpt_path` was set by hand;
+then profiling is skipped.)
 
 Outside `fit` (validate/test/predict of a module whose plan is still `auto`, i.e. no checkpoint
 brought one) the encoders are profiled on that stage's data when the stage starts.
@@ -12,33 +15,27 @@ brought one) the encoders are profiled on that stage's data when the stage start
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Literal
 
 import torch
-import torch.distributed as dist
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities import rank_zero_info
-from torch import Tensor
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
+from typing_extensions import override
 
 import fusionseg
 from fusionseg.callbacks.profile_cache import PerImageValues, ProfileCache, profile_key, weights_fingerprint
-from fusionseg.callbacks.profile_report import log_profiles, make_plan
+from fusionseg.callbacks.profile_report import choose_plan, log_profiles
 from fusionseg.encoders.base import Encoder
 from fusionseg.encoders.spec import EncoderSpec
-from fusionseg.metrics import METRIC_NAMES, pyramid_metrics
+from fusionseg.plan import PLAN_TASKS
+from fusionseg.profiling import DEFAULT_PLAN_METRIC, PLAN_METRICS, Profile, ProfileAccumulator
+from fusionseg.profiling.measure import fields
 from fusionseg.structures import SegBatch
 
-
-def _all_gather_objects(trainer: Trainer, obj: Any) -> list[Any]:
-    """`obj` from every rank, in rank order (a list of one without a process group)."""
-    if trainer.world_size == 1 or not (dist.is_available() and dist.is_initialized()):
-        return [obj]
-    gathered: list[Any] = [None] * trainer.world_size
-    dist.all_gather_object(gathered, obj)
-    return gathered
+ROLES = ("auto", "config")
 
 
 def _first_loader(loaders: Any) -> DataLoader:
@@ -64,45 +61,61 @@ class MetricProfiler(Callback):
         cache_dir: profile cache folder (default `$FUSIONSEG_PROFILE_CACHE` or `~/.cache/fusionseg/profiles`).
         use_cache: read and write the cache.
         task: the plan's task (`semantic`, `instance`, `panoptic` or `edge`); None uses the module's task.
+        roles: `"auto"` (default): the metrics choose which configured encoder is the trainable master
+            and which the frozen auxiliary (swapped before the optimizer exists, with a log line and the
+            evidence in TensorBoard), as the paper does; `"config"`: keep the configuration's roles
+            (a warning says when the metrics disagree).
+        plan_metric: the per-stride score that picks the aux and its injection stride (`ef`, the paper's,
+            or `ef_cc`; see `fusionseg.profiling.PLAN_METRICS`).
 
     Only modules whose plan is still `auto` (`module.needs_plan`) are profiled. After a run,
-    `profiles` holds `{role: {"encoder", "values", "from_cache"}}` and `plan` the plan that was set.
-    The CLI sets `resume_checkpoint` when `fit` resumes; a plain `Trainer.fit(ckpt_path=...)` is not
-    visible in `setup`, and there the checkpoint's plan replaces the profiled one when it loads.
+    `profiles` holds `{role: {"encoder", "values", "from_cache"}}` (roles as planned) and `plan` the
+    plan that was set. An auxiliary whose scores are all zero or non-finite is refused with an error.
     """
 
     def __init__(self, num_batches: int = 8, seed: int = 0, cache_dir: str | None = None, use_cache: bool = True,
-                 task: str | None = None) -> None:
+                 task: str | None = None, roles: Literal["auto", "config"] = "auto",
+                 plan_metric: str = DEFAULT_PLAN_METRIC) -> None:
         if num_batches < 1:
             raise ValueError(f"num_batches={num_batches} must be >= 1")
+        if roles not in ROLES:
+            raise ValueError(f"roles={roles!r}; expected one of {ROLES}")
+        if plan_metric not in PLAN_METRICS:
+            raise ValueError(f"plan_metric={plan_metric!r}; expected one of {sorted(PLAN_METRICS)}")
+        if task is not None and task not in PLAN_TASKS:
+            raise ValueError(f"task={task!r}; expected one of {PLAN_TASKS} (or None for the module's task)")
         self.num_batches = num_batches
         self.seed = seed
         self.cache = ProfileCache(cache_dir)
         self.use_cache = use_cache
         self.task = task
-        self.resume_checkpoint: str | None = None
+        self.roles = roles
+        self.plan_metric = plan_metric
         self.profiles: dict[str, dict[str, Any]] = {}
         self.plan: dict[str, Any] | None = None
 
     # -- when -----------------------------------------------------------------------------------
+    @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "fit" or not self._needs_plan(pl_module):
             return
-        resume = self.resume_checkpoint or trainer.ckpt_path
-        if resume:
-            rank_zero_info(f"MetricProfiler: resuming from {resume}; the fusion plan comes from the checkpoint")
+        if trainer.ckpt_path:  # set by hand before fit: the checkpoint brings the plan
+            rank_zero_info(f"MetricProfiler: resuming from {trainer.ckpt_path}; the fusion plan comes from the checkpoint")
             return
         source = trainer.datamodule if trainer.datamodule is not None else pl_module
         self.profile_and_plan(trainer, pl_module, _first_loader(source.train_dataloader()))
 
+    @override
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.state.fn == TrainerFn.VALIDATING and self._needs_plan(pl_module):
             self.profile_and_plan(trainer, pl_module, _first_loader(trainer.val_dataloaders))
 
+    @override
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._needs_plan(pl_module):
             self.profile_and_plan(trainer, pl_module, _first_loader(trainer.test_dataloaders))
 
+    @override
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._needs_plan(pl_module):
             self.profile_and_plan(trainer, pl_module, _first_loader(trainer.predict_dataloaders))
@@ -116,22 +129,22 @@ class MetricProfiler(Callback):
     # -- what -----------------------------------------------------------------------------------
     def profile_and_plan(self, trainer: Trainer, pl_module: LightningModule, loader: DataLoader) -> None:
         """Profile master and aux on `num_batches` batches of `loader`'s dataset and call `set_plan`."""
-        encoders = self._encoders(pl_module)
+        encoders = {"master": (pl_module.master_spec, pl_module.master), "aux": (pl_module.aux_spec, pl_module.aux)}
+        names = pl_module.pyramid.names()
         batches = self._batches(trainer, loader)
-        values = self._profile_values(trainer, pl_module, encoders, batches)
-        task = self.task or pl_module.task
-        plan = make_plan(pl_module.master_spec, pl_module.aux_spec, values, task)
+        values, from_cache = self._profile_values(trainer, encoders, batches)
+        profile = Profile.from_values({names[role]: v for role, v in values.items()})
+        for line in profile.nonfinite_report():
+            rank_zero_warn(f"MetricProfiler: {line}")
+        plan = choose_plan(profile, names, self.task or pl_module.task, self.roles, self.plan_metric)
         pl_module.set_plan(plan)
         self.plan = plan.to_dict()
+        # Keyed by the roles the plan gave (the metrics may have swapped the configured ones).
+        role_of = {plan.master: "master", plan.aux: "aux"}
+        self.profiles = {role_of[names[r]]: {"encoder": str(encoders[r][0]), "values": values[r],
+                                             "from_cache": from_cache[r]} for r in encoders}
         rank_zero_info(f"MetricProfiler: {plan.summary()}")
-        log_profiles(trainer, pl_module, values, plan, {r: p["from_cache"] for r, p in self.profiles.items()})
-
-    @staticmethod
-    def _encoders(pl_module: LightningModule) -> dict[str, tuple[EncoderSpec, Encoder]]:
-        encoders = {"master": (pl_module.master_spec, pl_module.master)}
-        if pl_module.aux is not None:
-            encoders["aux"] = (pl_module.aux_spec, pl_module.aux)
-        return encoders
+        log_profiles(trainer, profile, plan, {role_of[names[r]]: from_cache[r] for r in encoders})
 
     def _batches(self, trainer: Trainer, loader: DataLoader) -> _ProfileBatches:
         dataset = loader.dataset
@@ -146,95 +159,67 @@ class MetricProfiler(Callback):
         return _ProfileBatches(dataset, indices, ids, batch_size, loader.collate_fn, trainer.global_rank,
                                trainer.world_size)
 
-    def _profile_values(self, trainer: Trainer, pl_module: LightningModule,
-                        encoders: dict[str, tuple[EncoderSpec, Encoder]], batches: _ProfileBatches
-                        ) -> dict[str, PerImageValues]:
+    def _profile_values(self, trainer: Trainer, encoders: dict[str, tuple[EncoderSpec, Encoder]],
+                        batches: _ProfileBatches) -> tuple[dict[str, PerImageValues], dict[str, bool]]:
         # Rank 0 decides what the cache holds (its first batch gives the image size) and tells the others.
         keys: dict[str, str] = {}
         cached: dict[str, PerImageValues | None] = {role: None for role in encoders}
         if trainer.is_global_zero and self.use_cache:
             size = tuple(batches.first().images.shape[-2:])
             # The package version stands for the metrics' implementation: a new release measures afresh.
-            settings = {"seed": self.seed, "metrics": list(METRIC_NAMES), "fusionseg": fusionseg.__version__}
+            settings = {"seed": self.seed, "metrics": list(fields()), "fusionseg": fusionseg.__version__}
             for role, (spec, encoder) in encoders.items():
                 keys[role] = profile_key(spec, weights_fingerprint(spec, encoder), batches.ids, size, settings)
                 cached[role] = self.cache.get(keys[role])
         cached = trainer.strategy.broadcast(cached, src=0)
 
+        to_compute = {role: encoders[role][1] for role in encoders if cached[role] is None}
+        computed = self._measure(trainer, to_compute, batches)
         values: dict[str, PerImageValues] = {}
-        to_compute = [role for role in encoders if cached[role] is None]
-        computed = self._compute(trainer, pl_module, {r: encoders[r][1] for r in to_compute}, batches)
         for role, (spec, _) in encoders.items():
             hit = cached[role] is not None
             values[role] = cached[role] if hit else computed[role]  # type: ignore[assignment]
-            self.profiles[role] = {"encoder": str(spec), "values": values[role], "from_cache": hit}
             if hit:
                 rank_zero_info(f"MetricProfiler: {role} {spec} profile read from the cache ({self.cache.dir})")
             elif trainer.is_global_zero and self.use_cache:
                 self.cache.put(keys[role], values[role], meta={"encoder": str(spec), "num_images": len(batches.ids)})
-        return values
+        return values, {role: cached[role] is not None for role in encoders}
 
     @torch.no_grad()
-    def _compute(self, trainer: Trainer, pl_module: LightningModule, encoders: dict[str, Encoder],
-                 batches: _ProfileBatches) -> dict[str, PerImageValues]:
-        """Per-image metrics of each encoder over this rank's batches, gathered from every rank."""
+    def _measure(self, trainer: Trainer, encoders: dict[str, Encoder], batches: _ProfileBatches
+                 ) -> dict[str, PerImageValues]:
+        """Per-image metrics of each encoder: this rank measures its batches, `compute()` gathers every rank's."""
         if not encoders:
             return {}
         device = trainer.strategy.root_device
         modes = {role: enc.training for role, enc in encoders.items()}
-        local: list[tuple[int, dict[str, dict[int, dict[str, list[float]]]]]] = []
+        accumulators = {role: ProfileAccumulator(list(enc.pyramid), seed=self.seed).to(device)
+                        for role, enc in encoders.items()}
         try:
             for role, enc in encoders.items():
                 enc.to(device).eval()
             for index, batch in batches.mine():
                 images = batch.images.to(device)
-                per_role = {}
+                first = index * batches.batch_size
+                order = range(first, first + images.shape[0])
                 for role, enc in encoders.items():
                     with trainer.precision_plugin.forward_context():
                         feats = enc(enc.normalize(images))
-                    per_role[role] = per_image_metrics(feats, images, batch.image_sizes, self.seed)
-                local.append((index, per_role))
+                    accumulators[role].update(feats, images, batch.image_sizes, order=order)
         finally:
             for role, enc in encoders.items():
                 enc.train(modes[role])
-        merged = sorted((item for rank_items in _all_gather_objects(trainer, local) for item in rank_items),
-                        key=lambda item: item[0])
-        out: dict[str, PerImageValues] = {}
-        for role in encoders:
-            out[role] = {}
-            for _, per_role in merged:
-                for stride, metrics in per_role[role].items():
-                    for name, vals in metrics.items():
-                        out[role].setdefault(stride, {}).setdefault(name, []).extend(vals)
-        return out
+        return {role: {s: {name: v.tolist() for name, v in per.items()} for s, per in acc.compute().items()}
+                for role, acc in accumulators.items()}
 
     # -- checkpoints ------------------------------------------------------------------------------
+    @override
     def state_dict(self) -> dict[str, Any]:
-        return {"profiles": self.profiles, "plan": self.plan}
+        return {"profiles": self.profiles}  # the plan itself is stored once, by the module
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.profiles = dict(state_dict.get("profiles") or {})
-        self.plan = state_dict.get("plan")
-
-
-def per_image_metrics(feats: dict[int, Tensor], images: Tensor, image_sizes: Sequence[tuple[int, int]],
-                       seed: int) -> dict[int, dict[str, list[float]]]:
-    """`{stride: {metric: [value per image]}}`, measured on each image's unpadded part."""
-    feats = {s: f.float() for s, f in feats.items()}
-    full = tuple(images.shape[-2:])
-    if all(tuple(size) == full for size in image_sizes):
-        return _to_lists(pyramid_metrics(feats, images, seed=seed))
-    out: dict[int, dict[str, list[float]]] = {}
-    for i, (h, w) in enumerate(image_sizes):
-        crop = {s: f[i : i + 1, :, : math.ceil(h / s), : math.ceil(w / s)] for s, f in feats.items()}
-        for stride, metrics in _to_lists(pyramid_metrics(crop, images[i : i + 1, :, :h, :w], seed=seed)).items():
-            for name, vals in metrics.items():
-                out.setdefault(stride, {}).setdefault(name, []).extend(vals)
-    return out
-
-
-def _to_lists(values: dict[int, dict[str, Tensor]]) -> dict[int, dict[str, list[float]]]:
-    return {int(s): {m: v.float().cpu().tolist() for m, v in per.items()} for s, per in values.items()}
 
 
 class _ProfileBatches:

@@ -25,8 +25,8 @@ from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 
 from fusionseg.callbacks.overlay import class_colors, overlay, prediction_maps, resize_image, target_semantic
-from fusionseg.callbacks.profiler import per_image_metrics
 from fusionseg.callbacks.tensorboard import custom_scalars_layout, feature_tag, tensorboard_writer
+from fusionseg.profiling import per_image_metrics
 from fusionseg.structures import SegBatch
 from fusionseg.visualize import pca_rgb
 
@@ -159,4 +159,4 @@ class TensorBoardVisuals(Callback):
         values = per_image_metrics(feats, images, batch.image_sizes, seed=0)
         for stride, metrics in values.items():
             for metric in ("sc", "ef"):
-                writer.add_scalar(feature_tag(metric, role, stride), float(np.mean(metrics[metric])), step)
+                writer.add_scalar(feature_tag(metric, role, stride), float(metrics[metric].mean()), step)

@@ -9,6 +9,7 @@ and prints the SC/EF table and the plan.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from importlib import resources
@@ -22,8 +23,8 @@ from torch import Tensor
 
 from fusionseg.data.io import read_image
 from fusionseg.encoders import Encoder, EncoderPluginError, EncoderSpec, UnknownEncoderError
-from fusionseg.plan import PLAN_TASKS
-from fusionseg.profiling import plan_fusion, profile_encoders
+from fusionseg.plan import PLAN_TASKS, encoder_names
+from fusionseg.profiling import DEFAULT_PLAN_METRIC, PLAN_METRICS, plan_fusion, profile_encoders
 from fusionseg.visualize import save_feature_maps, save_image, save_profile_figure
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -105,24 +106,6 @@ def dataset_images(config: str | Path, num_images: int, size: int) -> Tensor:
     return torch.stack(out)
 
 
-def encoder_labels(specs: Sequence[EncoderSpec]) -> list[str]:
-    """Names for a profile: the registry name, or `name-value-...` when a name is given more than once
-    (the full spec string if that is still ambiguous)."""
-    names = [s.name for s in specs]
-    labels = []
-    for spec in specs:
-        if names.count(spec.name) == 1:
-            labels.append(spec.name)
-        else:
-            values = "-".join(str(v) for v in spec.args.values())
-            labels.append(f"{spec.name}-{values}" if values else spec.name)
-    if len(set(labels)) < len(labels):
-        labels = [str(s) for s in specs]
-    if len(set(labels)) < len(labels):
-        raise ValueError(f"encoders {labels} are given more than once with the same arguments")
-    return labels
-
-
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="fusionseg profile",
@@ -140,6 +123,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="images are center-cropped and resized to S x S (512: stride-32 maps of 16x16)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--task", choices=PLAN_TASKS, default="semantic", help="task the plan is made for")
+    parser.add_argument("--plan-metric", choices=sorted(PLAN_METRICS), default=DEFAULT_PLAN_METRIC,
+                        help=f"per-stride score that picks the auxiliary and its stride (default {DEFAULT_PLAN_METRIC})")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda[:N]")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
@@ -155,8 +140,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def build_encoders(specs: Sequence[str], device: torch.device) -> dict[str, Encoder]:
+    """The encoders, named as plans name them (`fusionseg.plan.encoder_names`), so `fit` accepts the plan."""
     parsed = [EncoderSpec.parse(s) for s in specs]
-    return {label: spec.build().to(device).eval() for label, spec in zip(encoder_labels(parsed), parsed)}
+    return {name: spec.build().to(device).eval() for name, spec in zip(encoder_names(parsed), parsed)}
 
 
 def _device(name: str) -> torch.device:
@@ -187,7 +173,9 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     profile.save_json(out / "profile.json")
     profile.save_csv(out / "profile.csv")
-    plan = plan_fusion(profile, task=args.task) if len(encoders) >= 2 else None
+    for line in profile.nonfinite_report():
+        print(f"fusionseg profile: warning: {line}", file=sys.stderr)
+    plan = plan_fusion(profile, task=args.task, plan_metric=args.plan_metric) if len(encoders) >= 2 else None
     if plan is not None:
         plan.save(out / "plan.json")
     save_profile_figure(out / "profile.png", profile, plan)
@@ -211,7 +199,8 @@ def _draw_maps(folder: Path, encoders: dict[str, Encoder], images: Tensor, devic
         save_image(folder / f"image{i}.png", image.permute(1, 2, 0).numpy())
     for label, enc in encoders.items():
         x = images.to(device)
-        save_feature_maps(folder, label, enc(enc.normalize(x)), x)
+        # A full spec (`timm:model_name=resnet18`) names a folder as `timm-model_name-resnet18`.
+        save_feature_maps(folder, re.sub(r"[^\w.]+", "-", label).strip("-"), enc(enc.normalize(x)), x)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

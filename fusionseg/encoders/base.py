@@ -10,9 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fusionseg.structures import STRIDES
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-REQUIRED_STRIDES = (4, 8, 16, 32)
+REQUIRED_STRIDES = STRIDES  # every encoder provides at least these
 
 
 class Encoder(nn.Module, ABC):
@@ -56,6 +58,7 @@ class Encoder(nn.Module, ABC):
         self.std = tuple(float(v) for v in std)
         self.size_divisor = int(size_divisor)
         self._frozen = False
+        self._trainable_before_freeze: set[str] | None = None
 
     # -- the contract -------------------------------------------------------------------
     @abstractmethod
@@ -98,10 +101,21 @@ class Encoder(nn.Module, ABC):
 
     def freeze(self) -> Encoder:
         """Eval mode and no gradients, kept through later `.train()` calls of a parent module."""
+        if not self._frozen:
+            self._trainable_before_freeze = {n for n, p in self.named_parameters() if p.requires_grad}
         self._frozen = True
         for p in self.parameters():
             p.requires_grad_(False)
         return super().train(False)
+
+    def unfreeze(self) -> Encoder:
+        """Undo `freeze`: the parameters that were trainable before it are again; train mode follows the parent."""
+        if self._frozen:
+            trainable = self._trainable_before_freeze or set()
+            for n, p in self.named_parameters():
+                p.requires_grad_(n in trainable)
+        self._frozen = False
+        return self
 
     @property
     def frozen(self) -> bool:

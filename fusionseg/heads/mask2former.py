@@ -23,9 +23,9 @@ from transformers.models.mask2former.modeling_mask2former import (
     Mask2FormerTransformerModule,
 )
 
-from fusionseg.structures import SegTarget
+from fusionseg.structures import STRIDES, SegTarget
 
-HEAD_STRIDES = (4, 8, 16, 32)
+HEAD_STRIDES = STRIDES  # the pyramid strides the head reads
 LOSS_TERMS = {"loss_cross_entropy": "loss_ce", "loss_mask": "loss_mask", "loss_dice": "loss_dice"}
 _LOSS_KEY = re.compile(r"^(loss_cross_entropy|loss_mask|loss_dice)(_\d+)?$")
 

@@ -1,8 +1,8 @@
-"""`Profile`: per encoder and stride, mean and std over images of the ten metrics; `ProfileBuilder`.
+"""`Profile`: per encoder and stride, mean and std over images of the ten metrics (and the optional fields).
 
-A `Profile` keeps, per metric, the mean, the population std and the number of images: sufficient
-statistics, so profiles of parts (e.g. one per process) merge exactly. It saves to and loads from
-JSON and CSV, and prints as the encoders x strides table of the metrics spec.
+A `Profile` keeps, per metric, the mean, the population std and the number of images. It is built
+from per-image values (`ProfileAccumulator.compute()`), saves to and loads from JSON and CSV, and
+prints as the encoders x strides table of the metrics spec.
 """
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,24 +19,28 @@ import torch
 from torch import Tensor
 
 from fusionseg.metrics import MAP_SIDE, METRIC_NAMES
+from fusionseg.profiling.measure import EXTRA_METRICS, NONFINITE
 
 PROFILE_FORMAT = "fusionseg-profile"
 PROFILE_VERSION = 1
 
 Values = Mapping[str, Mapping[int, Mapping[str, Tensor | Sequence[float]]]]
 
-# Recorded when the values carry them (`pyramid_metrics` does), absent from older or hand-made profiles.
-OPTIONAL_FIELDS = (MAP_SIDE,)
+
+
+def optional_fields() -> tuple[str, ...]:
+    """Recorded when the values carry them (`measure_pyramid` does), absent from older or hand-made profiles."""
+    return (MAP_SIDE, NONFINITE, *EXTRA_METRICS)
 
 
 def fields_of(metrics: Collection[str]) -> tuple[str, ...]:
     """The ten metrics, plus the optional fields among `metrics` (names, or a mapping keyed by them)."""
-    return METRIC_NAMES + tuple(f for f in OPTIONAL_FIELDS if f in metrics)
+    return METRIC_NAMES + tuple(f for f in optional_fields() if f in metrics)
 
 
 @dataclass(frozen=True)
 class MetricStat:
-    """Mean and population std of one metric over `count` images (sufficient statistics: they merge exactly)."""
+    """Mean and population std of one metric over `count` images."""
 
     mean: float
     std: float
@@ -49,13 +52,6 @@ class MetricStat:
         if v.numel() == 0:
             raise ValueError("a metric statistic needs at least one value")
         return cls(float(v.mean()), float(v.std(correction=0)), int(v.numel()))
-
-    def merge(self, other: MetricStat) -> MetricStat:
-        """The statistic of both sets of images together (Chan et al.'s parallel variance)."""
-        n = self.count + other.count
-        delta = other.mean - self.mean
-        m2 = self.std**2 * self.count + other.std**2 * other.count + delta**2 * self.count * other.count / n
-        return MetricStat(self.mean + delta * other.count / n, math.sqrt(max(m2 / n, 0.0)), n)
 
 
 class Profile:
@@ -117,6 +113,22 @@ class Profile:
     def num_images(self, encoder: str) -> int:
         return next(iter(self._encoder(encoder).values()))[METRIC_NAMES[0]].count
 
+    def nonfinite(self, encoder: str, stride: int) -> int | None:
+        """How many images had a NaN or infinite feature map at that stride (None when unrecorded)."""
+        stat = self._encoder(encoder).get(stride, {}).get(NONFINITE)
+        return None if stat is None else round(stat.mean * stat.count)
+
+    def nonfinite_report(self) -> list[str]:
+        """One line per encoder with non-finite feature maps: at which strides, in how many images."""
+        lines = []
+        for encoder in self.encoders:
+            counts = {s: n for s in self.strides(encoder) if (n := self.nonfinite(encoder, s))}
+            if counts:
+                where = ", ".join(f"stride {s}: {n}" for s, n in counts.items())
+                lines.append(f"{encoder}: non-finite (NaN/Inf) feature maps in {where} of "
+                             f"{self.num_images(encoder)} images (they score 0)")
+        return lines
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Profile) and self.stats == other.stats
 
@@ -133,25 +145,6 @@ class Profile:
                 for encoder, strides in values.items()
             }
         )
-
-    @classmethod
-    def merge(cls, profiles: Iterable[Profile]) -> Profile:
-        """One profile of all the images of several profiles (e.g. one per process)."""
-        merged: dict[str, dict[int, dict[str, MetricStat]]] = {}
-        for profile in profiles:
-            for encoder, strides in profile.stats.items():
-                target = merged.setdefault(encoder, {})
-                if target and set(target) != set(strides):
-                    raise ValueError(
-                        f"cannot merge profiles of {encoder!r} at strides {sorted(target)} and {sorted(strides)}"
-                    )
-                for stride, metrics in strides.items():
-                    old = target.get(stride)
-                    new = dict(metrics) if old is None else {m: old[m].merge(metrics[m]) for m in old if m in metrics}
-                    target[stride] = new
-        if not merged:
-            raise ValueError("nothing to merge: no profiles given")
-        return cls(merged)
 
     # -- JSON and CSV ------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -198,7 +191,7 @@ class Profile:
     def _csv_fields(self) -> tuple[str, ...]:
         """The metrics, plus each optional field that every encoder and stride recorded."""
         rows = [metrics for strides in self.stats.values() for metrics in strides.values()]
-        return METRIC_NAMES + tuple(f for f in OPTIONAL_FIELDS if all(f in m for m in rows))
+        return METRIC_NAMES + tuple(f for f in optional_fields() if all(f in m for m in rows))
 
     def csv_header(self) -> list[str]:
         return ["encoder", "stride", "num_images"] + [f"{m}_{k}" for m in self._csv_fields() for k in ("mean", "std")]
@@ -261,58 +254,3 @@ class Profile:
         text = [line(row) for row in lines]
         text.insert(1, "-+-".join("-" * w for w in widths))
         return "\n".join(text)
-
-
-class ProfileBuilder:
-    """Collects per-image metric values batch by batch and builds a `Profile`.
-
-    >>> b = ProfileBuilder()
-    >>> b.add("edges", {8: {m: torch.tensor([0.1, 0.3]) for m in METRIC_NAMES}})
-    >>> b.build().num_images("edges")
-    2
-    """
-
-    def __init__(self) -> None:
-        self._values: dict[str, dict[int, dict[str, list[Tensor]]]] = {}
-
-    def add(self, encoder: str, metrics: Mapping[int, Mapping[str, Tensor | Sequence[float]]]) -> None:
-        """Add one batch: `pyramid_metrics(...)` output `{stride: {metric: (B,) values}}` of one encoder."""
-        target = self._values.setdefault(encoder, {})
-        if target and set(target) != {int(s) for s in metrics}:
-            raise ValueError(
-                f"encoder {encoder!r}: strides {sorted(metrics)} differ from earlier batches' {sorted(target)}"
-            )
-        for stride, values in metrics.items():
-            missing = [m for m in METRIC_NAMES if m not in values]
-            if missing:
-                raise ValueError(f"encoder {encoder!r} stride {stride}: metrics {missing} are missing")
-            tensors = {m: torch.as_tensor(values[m], dtype=torch.float32).detach().flatten().cpu()
-                       for m in fields_of(values)}
-            sizes = {t.numel() for t in tensors.values()}
-            if len(sizes) != 1:
-                raise ValueError(
-                    f"encoder {encoder!r} stride {stride}: metrics hold different numbers of images {sizes}"
-                )
-            slot = target.setdefault(int(stride), {m: [] for m in tensors})
-            if set(slot) != set(tensors):
-                raise ValueError(f"encoder {encoder!r} stride {stride}: fields {sorted(tensors)} differ from "
-                                 f"earlier batches' {sorted(slot)}")
-            for m, t in tensors.items():
-                slot[m].append(t)
-
-    def add_values(self, values: Values) -> None:
-        """Add per-image values of several encoders, e.g. `per_image_values()` gathered from another process."""
-        for encoder, metrics in values.items():
-            self.add(encoder, metrics)
-
-    def per_image_values(self) -> dict[str, dict[int, dict[str, Tensor]]]:
-        """`{encoder: {stride: {metric: (N,) float32 CPU tensor}}}` of everything added so far."""
-        return {
-            encoder: {s: {m: torch.cat(v) for m, v in metrics.items()} for s, metrics in strides.items()}
-            for encoder, strides in self._values.items()
-        }
-
-    def build(self) -> Profile:
-        if not self._values:
-            raise ValueError("no metric values were added: nothing to build a profile from")
-        return Profile.from_values(self.per_image_values())

@@ -11,8 +11,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from fusionseg.metrics import pyramid_metrics
-from fusionseg.profiling.profile import Profile, ProfileBuilder
+from fusionseg.profiling.accumulator import ProfileAccumulator
+from fusionseg.profiling.profile import Profile
 
 
 def _image_batches(images: Tensor | Iterable[Any], batch_size: int, limit: int | None) -> Iterator[Tensor]:
@@ -53,7 +53,8 @@ def profile_encoders(
     `images` is an `(N, 3, H, W)` tensor in `[0, 1]` or an iterable of such batches (or of
     objects with an `.images` tensor, like `SegBatch`); at most `num_images` are used (None: all).
     Each encoder sees `encoder.normalize(images)` on its own device, in eval mode without gradients;
-    its training mode is restored afterwards.
+    its training mode is restored afterwards. Every encoder is measured by a `ProfileAccumulator`
+    at every stride of its pyramid (`encoder.pyramid`).
     """
     if not encoders:
         raise ValueError("profile_encoders needs at least one encoder")
@@ -62,7 +63,8 @@ def profile_encoders(
     total = num_images if num_images is not None else (images.shape[0] if isinstance(images, Tensor) else None)
     modes = {name: enc.training for name, enc in encoders.items()}
     devices = {name: _device_of(enc) for name, enc in encoders.items()}
-    builder = ProfileBuilder()
+    accumulators = {name: ProfileAccumulator(list(enc.pyramid), seed=seed).to(devices[name])
+                     for name, enc in encoders.items()}
     seen = 0
     try:
         for enc in encoders.values():
@@ -71,7 +73,7 @@ def profile_encoders(
             for batch in _image_batches(images, batch_size, num_images):
                 for name, enc in encoders.items():
                     x = batch.to(devices[name], torch.float32)
-                    builder.add(name, pyramid_metrics(enc(enc.normalize(x)), x, seed=seed))
+                    accumulators[name].update(enc(enc.normalize(x)), x)
                 seen += batch.shape[0]
                 bar.update(batch.shape[0])
     finally:
@@ -79,4 +81,4 @@ def profile_encoders(
             enc.train(modes[name])
     if seen == 0:
         raise ValueError("no images to profile: the image source was empty")
-    return builder.build()
+    return Profile.from_values({name: acc.compute() for name, acc in accumulators.items()})

@@ -88,7 +88,7 @@ def build_ours(p: dict, fused: bool) -> FusedSegModule:
     aux = EncoderSpec.parse(p["aux"]) if fused else None
     plan = {"master": master.name, "aux": aux.name, "strides": p["strides"]} if fused else None
     return FusedSegModule(master=master, aux=aux, plan=plan, num_classes=p["num_classes"], pretrained=False,
-                          **p["head"])
+                          head=p["head"])
 
 
 def build_transformers(p: dict, ours: FusedSegModule) -> nn.Module:

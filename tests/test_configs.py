@@ -49,7 +49,7 @@ def test_paper_config_parses_with_the_paper_setting(name, capsys):
     assert model["aux"] == {"name": "sam2", "args": {"size": "base_plus", "weights": "/weights/sam2.1_hiera_base_plus.pt"}}
     assert model["plan"] == "auto" and model["freeze_master"] is False and model["mode"] == "replace"
     assert (model["lr"], model["weight_decay"], model["backbone_lr_mult"]) == (1e-4, 0.05, 0.1)
-    assert model["num_queries"] == queries
+    assert model["head"]["num_queries"] == queries
     assert (data["dataset"], data["task"]) == (dataset, task) and data["root"].startswith("/data/")
     assert data["batch_size"] == 16
     assert trainer["precision"] == "bf16-mixed" and trainer["gradient_clip_val"] == 0.01
@@ -72,7 +72,7 @@ def test_paper_config_builds_its_model_with_random_weights(name):
     assert module.needs_plan  # plan auto: the MetricProfiler decides before the first step
     assert type(module.master).__name__ == "DINOv3Encoder" and type(module.aux).__name__ == "SAM2Encoder"
     assert module.aux.frozen and not module.master.frozen
-    assert module.head is not None and module.hparams.num_queries == queries
+    assert module.head is not None and module.hparams.head["num_queries"] == queries
     if name == "ade20k":
         assert module.master.size == "base" and module.aux.size == "base_plus"
     if task == "panoptic":

@@ -158,8 +158,8 @@ TINY_FIT = [
     "--trainer.max_steps", "2", "--trainer.val_check_interval", "2", "--trainer.log_every_n_steps", "1",
     "--data.crop_size", "64", "--data.batch_size", "3", "--data.eval_batch_size", "1", "--data.num_workers", "0",
     "--data.eval_short_side", "64",  # the 24x32 images would leave 1x1 maps at stride 32
-    "--model.num_queries", "4", "--model.dec_layers", "1", "--model.enc_layers", "1", "--model.hidden_dim", "32",
-    "--model.dim_feedforward", "32", "--model.enc_feedforward", "32", "--model.train_points", "64",
+    "--model.head.num_queries", "4", "--model.head.dec_layers", "1", "--model.head.enc_layers", "1", "--model.head.hidden_dim", "32",
+    "--model.head.dim_feedforward", "32", "--model.head.enc_feedforward", "32", "--model.head.train_points", "64",
     "--model.master", "regions:channels=16", "--model.aux", "edges:channels=16",
     "--model.plan", "{master: regions, aux: edges, strides: [16], task: instance}",
     "--metric_profiler.num_batches", "1", "--visuals.num_images", "1",

@@ -128,9 +128,9 @@ def test_rq5_export_snippet_writes_weights_sam2_loads(tmp_path):
     exported = out_literal.strip('"')
     assert any(f"weights={exported}" in c for c in commands if c.startswith("profile"))
 
-    module = FusedSegModule(master="sam2:size=tiny", aux=None, plan=None, num_classes=2, num_queries=2,
-                            dec_layers=1, enc_layers=1, hidden_dim=32, num_heads=2, dim_feedforward=32,
-                            enc_feedforward=32, train_points=16)
+    module = FusedSegModule(master="sam2:size=tiny", aux=None, plan=None, num_classes=2,
+                            head=dict(num_queries=2, dec_layers=1, enc_layers=1, hidden_dim=32, num_heads=2,
+                                      dim_feedforward=32, enc_feedforward=32, train_points=16))
     with torch.no_grad():  # weights that differ from any fresh initialization
         for p in module.master.parameters():
             p.add_(torch.randn_like(p))

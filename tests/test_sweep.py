@@ -173,7 +173,7 @@ def test_sweep_runs_two_plans_end_to_end(tmp_path, monkeypatch):
              "--data.crop_size", "64", "--data.batch_size", "2", "--data.eval_batch_size", "2",
              "--data.num_workers", "0", "--data.synthetic_train_images", "4", "--data.synthetic_val_images", "2",
              "--data.synthetic_image_size", "64", "--model.head.num_queries", "4", "--model.head.dec_layers", "1",
-             "--model.head.enc_layers", "1", "--model.head.hidden_dim", "16", "--model.head.dim_feedforward", "32",
+             "--model.head.enc_layers", "1", "--model.head.hidden_dim", "32", "--model.head.dim_feedforward", "32",
              "--model.head.enc_feedforward", "32", "--model.head.train_points", "64", "--model.master", "regions:channels=8",
              "--model.aux", "edges:channels=8", "--visuals.num_images", "1", "--visuals.pca_maps", "false",
              "--visuals.feature_metrics", "false"]

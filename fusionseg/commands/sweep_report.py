@@ -139,8 +139,8 @@ def build_report(results: Results, plans: Mapping[str, FusionPlan | None], task:
     analysis = stride_analysis(rows, profile, headline, boundary)
     notes = []
     if boundary is None:
-        notes.append(f"Boundary IoU: not logged for task {task!r} (only the semantic evaluator logs "
-                     f"val/{BOUNDARY}); missing from this report")
+        notes.append(f"Boundary IoU: no finished run logged val/{BOUNDARY} (the semantic evaluator logs it; "
+                     f"task {task!r}); missing from this report")
     if profile.get("missing"):
         notes.append(f"plan metrics not in the profile: {', '.join(profile['missing'])}")
     if profile.get("note"):

@@ -100,8 +100,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         known = ", ".join([*LIGHTNING_COMMANDS, *TOOL_COMMANDS])
         print(f"fusionseg: unknown command {argv[0]!r}; the commands are {known} (fusionseg --help)", file=sys.stderr)
         return 2
+    from fusionseg.console import quiet_known_noise
     from fusionseg.lightning_cli import run_lightning_cli
 
+    quiet_known_noise()
     run_lightning_cli(argv)
     return 0
 

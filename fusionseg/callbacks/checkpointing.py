@@ -21,6 +21,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from fusionseg.evaluation import HEADLINE_METRIC
 from fusionseg.io_atomic import atomic_torch_save, temp_prefix
+from fusionseg.run_folder import RUN_KEY
 
 
 def main_metric(task: str) -> str:
@@ -88,6 +89,11 @@ class _RootDirCheckpoint(ModelCheckpoint):
         if stage == "fit" and trainer.is_global_zero and self.dirpath is not None and _is_local(self.dirpath):
             remove_stale_temp_files(self.dirpath)
         super().setup(trainer, pl_module, stage)
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        # The TensorBoard version this run logs to, so a resumed run continues it (see fusionseg.run_folder).
+        if trainer.logger is not None:
+            checkpoint[RUN_KEY] = {"logger_version": trainer.logger.version}
 
     def _find_last_checkpoints(self, trainer: Trainer) -> set[str]:  # Lightning resolves `ckpt_path="last"` here
         self._resolve_dirpath(trainer)

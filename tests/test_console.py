@@ -1,4 +1,4 @@
-"""What the terminal shows during a run: a progress bar in optimizer steps of the whole run, no `v_num`."""
+"""What a user sees of a run outside TensorBoard: the terminal (progress bar, filtered noise) and the checkpoint names."""
 
 from __future__ import annotations
 
@@ -80,3 +80,14 @@ def test_known_harmless_warnings_and_tips_are_hidden_and_the_rest_passes(caplog)
         log.info("💡 Tip: For seamless cloud logging ... try installing litlogger")
         log.info("GPU available: False, used: False")
     assert [r.getMessage() for r in caplog.records] == ["GPU available: False, used: False"]
+
+
+def test_the_best_checkpoint_is_named_by_step_and_metric():
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from fusionseg.callbacks.checkpointing import BestCheckpoint, best_filename
+
+    named = ModelCheckpoint(filename=best_filename("val/mIoU"), auto_insert_metric_name=False)
+    assert named.format_checkpoint_name({"step": torch.tensor(400), "val/mIoU": torch.tensor(41.63)}).endswith(
+        "best-step=400-mIoU=41.6.ckpt")
+    assert BestCheckpoint(filename="mine-{step}").filename == "mine-{step}"  # a given name is kept

@@ -139,10 +139,18 @@ class LastCheckpoint(_RootDirCheckpoint):
         self.save_now(trainer)
 
 
+def best_filename(monitor: str) -> str:
+    """`best-step={step}-mIoU={val/mIoU:.1f}` for `monitor="val/mIoU"`: Lightning's own metric-name
+    insertion would write `val/mIoU=...`, a folder `val/`, so the name is written out."""
+    return f"best-step={{step}}-{monitor.split('/')[-1]}={{{monitor}:.1f}}"
+
+
 class BestCheckpoint(_RootDirCheckpoint):
     """The best checkpoint by the task's main metric (`val/mIoU`, `val/AP` or `val/PQ`), after each validation.
 
     `monitor="auto"` picks the metric from the module's `task`; name another `val/...` key to override.
+    `filename="auto"` names the file by step and metric, `best-step=400-mIoU=41.6.ckpt`, so a listing
+    of the folder says which checkpoint is best and how good it is.
     """
 
     def __init__(
@@ -151,12 +159,13 @@ class BestCheckpoint(_RootDirCheckpoint):
         monitor: str = "auto",
         mode: str = "max",
         save_top_k: int = 1,
-        filename: str = "best-{step}",
+        filename: str = "auto",
     ) -> None:
         self._auto_monitor = monitor == "auto"
+        self._auto_filename = filename == "auto"
         super().__init__(
             dirpath=dirpath,
-            filename=filename,
+            filename=None if self._auto_filename else filename,
             monitor=monitor,  # "auto" is replaced in setup, once the module's task is known
             mode=mode,
             save_top_k=save_top_k,
@@ -171,4 +180,7 @@ class BestCheckpoint(_RootDirCheckpoint):
                     f"{type(pl_module).__name__} has no `task`; pass monitor='val/<metric>'"
                 )
             self.monitor = main_metric(task)
+        if self._auto_filename:
+            self.filename = best_filename(self.monitor)
+            self.auto_insert_metric_name = False
         super().setup(trainer, pl_module, stage)

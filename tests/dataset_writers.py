@@ -225,33 +225,42 @@ def write_tiny_kitti360(root: str | Path) -> Path:
 
 # Random Cityscapes frames for the evaluation parity tests: label ids as in cityscapesScripts' labels.py.
 STUFF_LABEL_IDS = (7, 8, 11, 17, 21, 23)  # road, sidewalk, building, pole, vegetation, sky
-VOID_LABEL_IDS = (0, 1, 4, 9, 18, 29)  # unlabeled, ego vehicle, static, parking, polegroup, caravan (group)
+VOID_LABEL_IDS = (0, 4, 1, 9, 18, 29)  # unlabeled, static, ego vehicle, parking, polegroup, caravan (group)
 EVALUATED_THING_LABEL_IDS = (24, 25, 26, 27, 28, 31, 32, 33)  # person .. bicycle (caravan, trailer are not)
 
 
-def random_cityscapes_instance_ids(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-    """A `*_instanceIds.png` array: stuff and void background, then overlapping boxes of instances
-    (label id * 1000 + k, some under 100 px), group regions (a thing's label id) and void regions,
-    and now and then a caravan instance (an instance class the evaluation ignores)."""
+def random_cityscapes_instance_ids(
+    rng: np.random.Generator,
+    height: int,
+    width: int,
+    stuff: tuple[int, ...] = STUFF_LABEL_IDS,
+    void: tuple[int, ...] = VOID_LABEL_IDS,
+    things: tuple[int, ...] = EVALUATED_THING_LABEL_IDS,
+    ignored_instances: tuple[int, ...] = (29,),
+) -> np.ndarray:
+    """A `*_instanceIds.png` array: `stuff` and void background, then overlapping boxes of instances of
+    `things` (label id * 1000 + k, some under 100 px), their group regions (the label id) and `void`
+    regions, and now and then an instance of a class the evaluation ignores (Cityscapes: caravan).
+    KITTI-360's instance PNGs use the same encoding with its semantic ids."""
     ids = np.zeros((height, width), dtype=np.int64)
     cut = sorted(rng.integers(0, height, size=3).tolist())
-    for (top, bottom), label in zip(zip([0, *cut], [*cut, height]), rng.choice(STUFF_LABEL_IDS + (0, 4), size=4)):
+    for (top, bottom), label in zip(zip([0, *cut], [*cut, height]), rng.choice(stuff + void[:2], size=4)):
         ids[top:bottom] = label
     count = {}
     for _ in range(int(rng.integers(3, 12))):
         h, w = int(rng.integers(3, height // 2 + 2)), int(rng.integers(3, width // 2 + 2))
         y, x = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))
         kind = rng.choice(["instance", "group", "void", "caravan"], p=[0.7, 0.12, 0.12, 0.06])
-        label = int(rng.choice(EVALUATED_THING_LABEL_IDS))
+        label = int(rng.choice(things))
         if kind == "instance":
             count[label] = count.get(label, 0) + 1
             value = label * 1000 + count[label]
         elif kind == "group":
             value = label
         elif kind == "void":
-            value = int(rng.choice(VOID_LABEL_IDS))
+            value = int(rng.choice(void))
         else:
-            value = 29000 + int(rng.integers(0, 5))
+            value = int(rng.choice(ignored_instances)) * 1000 + int(rng.integers(0, 5))
         ids[y : y + h, x : x + w] = value
     return ids
 
@@ -264,3 +273,19 @@ def write_cityscapes_frame(root: str | Path, split: str, stem: str, instance_ids
     _write_png(gt / f"{stem}_gtFine_instanceIds.png", instance_ids.astype(np.uint16))
     labels = np.where(instance_ids >= 1000, instance_ids // 1000, instance_ids)
     _write_png(gt / f"{stem}_gtFine_labelIds.png", labels.astype(np.uint8))
+
+
+def write_kitti360_frame(root: str | Path, frame: int, instance_ids: np.ndarray, split: str = "val") -> None:
+    """One KITTI-360 frame of sequence 0000 (image, semantic, 16-bit instance PNG and a confidence map of ones,
+    as the official evaluation reads them), appended to `2013_05_28_drive_<split>_frames.txt`."""
+    root, sequence, name = Path(root), "2013_05_28_drive_0000_sync", f"{frame:010d}.png"
+    image = f"data_2d_raw/{sequence}/image_00/data_rect/{name}"
+    semantic = f"data_2d_semantics/train/{sequence}/image_00/semantic/{name}"
+    _write_image(root / image, seed=frame, size=instance_ids.shape)
+    labels = np.where(instance_ids >= 1000, instance_ids // 1000, instance_ids)
+    _write_png(root / semantic, labels.astype(np.uint8))
+    folder = root / "data_2d_semantics" / "train" / sequence / "image_00"
+    _write_png(folder / "instance" / name, instance_ids.astype(np.uint16))
+    _write_png(folder / "confidence" / name, np.full(instance_ids.shape, 65535, dtype=np.uint16))
+    with open(root / "data_2d_semantics" / "train" / f"2013_05_28_drive_{split}_frames.txt", "a") as f:
+        f.write(f"{image} {semantic}\n")

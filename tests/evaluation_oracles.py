@@ -6,6 +6,8 @@
 * `official_pq`: cityscapesScripts' `evalPanopticSemanticLabeling` (a copy of panopticapi's `pq_compute`)
   on COCO-panoptic JSON + PNGs, ground truth and predictions.
 * `create_panoptic_imgs`: cityscapesScripts' converter `preparation/createPanopticImgs.py`.
+* `kitti360_instance_ap`: kitti360Scripts' 2D instance evaluation (Cityscapes' script with KITTI-360's
+  classes, void list and confidence-weighted pixels).
 
 cityscapesScripts 2.3.0 calls `np.in1d` (removed in NumPy 2.4) and json-dumps NumPy integers: the
 `cityscapes_scripts` fixture patches both for the duration of a test (see `OfficialScripts`).
@@ -17,7 +19,7 @@ import contextlib
 import io
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -141,6 +143,31 @@ def cityscapes_instance_ap(
     return scripts.instance.evaluateImgLists([str(p) for p in pred_files], [str(p) for p in gt_files], args)
 
 
+def kitti360_instance_ap(
+    monkeypatch: pytest.MonkeyPatch, gt_files: Sequence[tuple[Path, Path]], pred_files: Sequence[Path], work: Path
+) -> dict:
+    """kitti360Scripts' 2D `evalInstanceLevelSemanticLabeling` on (instance PNG, confidence PNG) pairs; its
+    result dict has the Cityscapes script's layout. kitti360Scripts 1.0.0 also uses `np.float` and `np.bool`
+    (removed in NumPy 1.24): patched for the duration of the test."""
+    for name, value in (("float", float), ("bool", bool), ("in1d", lambda a, b: np.isin(a, b).ravel())):
+        if not hasattr(np, name):
+            monkeypatch.setattr(np, name, value, raising=False)
+    from kitti360scripts.evaluation.semantic_2d import evalInstanceLevelSemanticLabeling as kitti
+
+    monkeypatch.setattr(kitti, "writeDict2JSON", _write_dict_to_json)
+    work.mkdir(parents=True, exist_ok=True)
+    settings = {
+        "gtInstancesFile": str(work / "gtInstances.json"), "exportFile": str(work / "result.json"),
+        "predictionPath": os.path.abspath(pred_files[0].parent), "predictionWalk": None, "JSONOutput": False,
+        "quiet": True, "distanceAvailable": False,
+    }
+    for name, value in settings.items():
+        monkeypatch.setattr(kitti.args, name, value)
+    monkeypatch.chdir(work)
+    pairs = [[str(gt), str(confidence)] for gt, confidence in gt_files]
+    return kitti.evaluateImgLists([str(p) for p in pred_files], pairs, kitti.args)
+
+
 def write_panoptic_predictions(
     folder: Path, json_path: Path, images: Sequence[tuple[str, torch.Tensor, Sequence[int]]]
 ) -> None:
@@ -172,9 +199,3 @@ def official_pq(
         stat = scripts.panoptic.pq_compute_single_core(0, pairs, str(gt_folder), str(pred_folder), categories)
     raw = {c: (stat[c].iou, stat[c].tp, stat[c].fp, stat[c].fn) for c in categories}
     return scripts.panoptic.average_pq(stat, categories), raw
-
-
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    with contextlib.redirect_stdout(io.StringIO()):
-        yield

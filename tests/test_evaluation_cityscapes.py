@@ -1,4 +1,5 @@
-"""Cityscapes-rules instance AP equals cityscapesScripts' evalInstanceLevelSemanticLabeling.
+"""Cityscapes-rules instance AP equals cityscapesScripts' evalInstanceLevelSemanticLabeling (and, for
+KITTI-360, kitti360Scripts' 2D copy of it).
 
 Random Cityscapes frames (void and group regions, instances under 100 px, caravans, overlaps) are written
 as `*_instanceIds.png`, read back by `CityscapesDataset`, and scored by fusionseg and by the official
@@ -13,8 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from dataset_writers import random_cityscapes_instance_ids, write_cityscapes_frame
-from evaluation_oracles import cityscapes_instance_ap, cityscapes_scripts, write_instance_predictions  # noqa: F401
+from dataset_writers import random_cityscapes_instance_ids, write_cityscapes_frame, write_kitti360_frame
+from evaluation_oracles import (  # noqa: F401
+    cityscapes_instance_ap,
+    cityscapes_scripts,
+    kitti360_instance_ap,
+    write_instance_predictions,
+)
 
 from fusionseg.data import CityscapesDataset
 from fusionseg.data.labels.cityscapes import THING_LABEL_IDS
@@ -139,3 +145,48 @@ def test_step_ap_integrates_like_the_official_script() -> None:
     # (1, .5) at 0.9 and the artificial (1, 0); step widths 0.5 * (r[i-1] - r[i+1]) = 0, .25, .25 -> AP 0.5.
     assert step_ap(np.array([0.9, 0.8]), np.array([1.0, 0.0]), hard_fns=1) == pytest.approx(0.5)
     assert step_ap(np.array([]), np.array([]), hard_fns=3) == 0.0
+
+
+# KITTI-360's semantic ids: building, road, vegetation, sky as stuff bands (a building band is a building
+# group region); void: unlabeled, static, pole and garage regions without instances (garage is also a
+# building group), gate, trash bin; instances of the 7 evaluated classes and of garage (scored as building);
+# bus, train and pole instances are not evaluated.
+KITTI_STUFF, KITTI_VOID = (7, 11, 21, 23), (0, 4, 17, 34, 35, 39)
+KITTI_THINGS, KITTI_IGNORED = (11, 24, 25, 26, 27, 32, 33, 34), (28, 31, 17)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_kitti360_instance_ap_equals_the_official_script(seed: int, tmp_path: Path, monkeypatch) -> None:
+    """KITTI-360 follows Cityscapes' rules with its own classes and void list; with confidence maps of ones
+    (the official script weights pixels by them, fusionseg does not) the numbers are the same."""
+    from fusionseg.data import KITTI360Dataset
+    from fusionseg.data.labels.kitti360 import INSTANCE_LABELS
+    from fusionseg.evaluation import eval_rules
+
+    rng = np.random.default_rng(1000 + seed)
+    root = tmp_path / "kitti360"
+    for frame in range(int(rng.integers(3, 6))):
+        h, w = SIZES[int(rng.integers(len(SIZES)))]
+        ids = random_cityscapes_instance_ids(rng, h, w, KITTI_STUFF, KITTI_VOID, KITTI_THINGS, KITTI_IGNORED)
+        write_kitti360_frame(root, frame, ids)
+    dataset = KITTI360Dataset(root, split="val", task="instance")
+    info = dataset.info
+    rules = eval_rules("kitti360")
+    evaluator = build_evaluator("instance", info.num_classes, class_names=info.class_names, rules=rules)
+    gt_files, pred_files = [], []
+    folder = root / "data_2d_semantics" / "train" / "2013_05_28_drive_0000_sync" / "image_00"
+    for i in range(len(dataset)):
+        target = dataset[i].target
+        pred = random_predictions(target, rng, info.num_classes)
+        evaluator.update([pred], [target])
+        name = dataset.labels[i].name
+        gt_files.append((folder / "instance" / name, folder / "confidence" / name))
+        label_ids = [INSTANCE_LABELS[c][1] for c in pred.labels.tolist()]
+        pred_files.append(write_instance_predictions(tmp_path / "results", dataset.ids[i], pred.masks, label_ids,
+                                                     pred.scores))
+    ours = evaluator.compute()
+    averages = kitti360_instance_ap(monkeypatch, gt_files, pred_files, tmp_path / "work")["averages"]
+    assert close(ours["AP"] / 100, averages["allAp"]) and close(ours["AP50"] / 100, averages["allAp50%"])
+    for name in info.class_names:
+        assert close(ours[f"AP/{name}"] / 100, averages["classes"][name]["ap"]), name
+        assert close(ours[f"AP50/{name}"] / 100, averages["classes"][name]["ap50%"]), name

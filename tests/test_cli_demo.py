@@ -82,10 +82,12 @@ def test_tensorboard_holds_losses_metrics_profiles_images_text_and_layout(demo_r
     scalars = set(acc.Tags()["scalars"])
     for tag in ("train/loss", "train/loss_ce", "train/loss_mask", "train/loss_dice", "val/mIoU", "val/boundary_mIoU",
                 "profile/sc/master/os4", "profile/ef/aux/os16", "profile/ef_cc/aux/os32",
-                "features/sc/fused/os16", "features/ef/fused/os8", "features/ef/master/os4", "features/sc/aux/os32"):
+                "features/sc/fused/os4", "features/ef/fused/os4", "features/ef/master/os4", "features/sc/aux/os4"):
         assert tag in scalars, tag
+    # On 64 px validation images the OS 8-32 maps are 8, 4 and 2 px: not measured rather than scored 0.
+    assert not any(t.startswith("features/") and not t.endswith("/os4") for t in scalars)
     assert any(t.startswith("lr-AdamW") for t in scalars)
-    assert [e.step for e in acc.Scalars("features/ef/fused/os16")] == [0, 4]  # start, then each validation
+    assert [e.step for e in acc.Scalars("features/ef/fused/os4")] == [0, 4]  # start, then each validation
     images = set(acc.Tags()["images"])
     assert {"fusion/profile", "visuals/predictions", "visuals/pca/master", "visuals/pca/aux",
             "visuals/pca/fused"} <= images

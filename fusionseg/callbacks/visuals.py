@@ -1,15 +1,19 @@
-"""TensorBoard pictures of a run on a fixed set of validation images, and the custom-scalars layout.
+"""Pictures of a run on a fixed set of validation images, and the custom-scalars layout.
 
 At the start of training and after every validation, on the first `num_images` validation images:
 
-- image `visuals/predictions`: one row per image: input | ground truth | prediction (class colours);
-- images `visuals/pca/<master|aux|fused>`: one row per image: input, then the PCA colour map of the
-  features at every stride;
+- image `visuals/predictions`: a titled grid, one row per image: image | ground truth | prediction,
+  in class colours with a legend of the classes shown, borders between classes in white;
+- images `visuals/pca/<master|aux|fused>`: a titled grid, one row per image: the image, then the PCA
+  colour map of the features at every stride (the aux's injection stride marked on `fused`);
 - scalars `features/<sc|ef>/<master|fused>/os<s>` (and `aux` at the start: it is frozen), the mean over
-  these images, so SC and EF of the fused pyramid can be followed during training.
+  these images, so SC and EF of the fused pyramid can be followed during training. Strides whose maps
+  are smaller than `MIN_MAP_SIDE` on these images are not measured (a value there would mislead) and
+  the layout's chart title says so.
 
-At setup it writes the custom-scalars layout (`fusionseg.callbacks.tensorboard.custom_scalars_layout`).
-Only global rank 0 draws; the module runs outside the DDP wrapper, without collectives.
+Pictures reach every logger (`fusionseg.callbacks.tensorboard.log_image`: TensorBoard, else files);
+the custom-scalars layout is TensorBoard's. Only global rank 0 draws; the module runs outside the DDP
+wrapper, without collectives.
 """
 
 from __future__ import annotations
@@ -18,44 +22,39 @@ from dataclasses import replace
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
-from torch.utils.tensorboard import SummaryWriter
+from typing_extensions import override
 
-from fusionseg.callbacks.overlay import class_colors, overlay, prediction_maps, resize_image, target_semantic
-from fusionseg.callbacks.tensorboard import custom_scalars_layout, feature_tag, tensorboard_writer
-from fusionseg.profiling import per_image_metrics
-from fusionseg.structures import SegBatch
+from fusionseg.callbacks.overlay import Palette, display_colors, overlay, prediction_maps, resize_image, target_semantic
+from fusionseg.callbacks.tensorboard import (
+    custom_scalars_layout,
+    feature_tag,
+    flush,
+    log_image,
+    log_scalars,
+    tensorboard_writer,
+)
+from fusionseg.evaluation import HEADLINE_METRIC
+from fusionseg.grids import titled_grid
+from fusionseg.profiling import MIN_MAP_SIDE, per_image_metrics
+from fusionseg.structures import IGNORE_INDEX, SegBatch
 from fusionseg.visualize import pca_rgb
 
 ROW_HEIGHT = 160  # display height of one image row in the grids
-
-
-def _to_row_height(picture: Tensor, height: int = ROW_HEIGHT) -> Tensor:
-    """`(H, W, 3)` uint8 -> the same picture `height` pixels high (nearest, keeps label colours crisp)."""
-    h, w = picture.shape[:2]
-    width = max(1, round(w * height / h))
-    chw = picture.permute(2, 0, 1)[None].float()
-    return F.interpolate(chw, size=(height, width), mode="nearest")[0].permute(1, 2, 0).to(torch.uint8)
-
-
-def stack_rows(rows: list[list[Tensor]], gap: int = 4) -> np.ndarray:
-    """Pictures side by side per row, rows one under the other, padded black: `(H, W, 3)` uint8."""
-    lines = []
-    for row in rows:
-        cells = [_to_row_height(c) for c in row]
-        spaced = [t for c in cells for t in (c, torch.zeros(ROW_HEIGHT, gap, 3, dtype=torch.uint8))][:-1]
-        lines.append(torch.cat(spaced, dim=1))
-    width = max(line.shape[1] for line in lines)
-    padded = [F.pad(line, (0, 0, 0, width - line.shape[1])) for line in lines]
-    spaced = [t for p in padded for t in (p, torch.zeros(gap, width, 3, dtype=torch.uint8))][:-1]
-    return torch.cat(spaced, dim=0).numpy()
+PCA_NOTE = "PCA: the features' first three principal components as RGB (similar colour = similar features)."
 
 
 def _uint8(image: Tensor) -> Tensor:
     return (image.float().clamp(0, 1).permute(1, 2, 0) * 255).round().to(torch.uint8).cpu()
+
+
+def unmeasured_strides(strides: list[int], image_sizes: list[tuple[int, int]], min_side: int = MIN_MAP_SIDE
+                       ) -> dict[int, str]:
+    """Strides whose feature maps are shorter than `min_side` on the smallest image, with the reason."""
+    short = min(min(int(h), int(w)) for h, w in image_sizes)
+    return {s: f"maps {-(-short // s)} px < {min_side} px" for s in strides if -(-short // s) < min_side}
 
 
 class TensorBoardVisuals(Callback):
@@ -65,23 +64,25 @@ class TensorBoardVisuals(Callback):
         num_images: how many validation images (the first ones of the validation set).
         predictions / pca_maps / feature_metrics: which of the three to log.
         alpha: opacity of the class colours over the image.
+        palette: class colours (`auto`: the dataset's, unless its images are drawn in them, as the
+            synthetic demo's are; see `fusionseg.callbacks.overlay.display_colors`).
     """
 
     def __init__(self, num_images: int = 4, predictions: bool = True, pca_maps: bool = True,
-                 feature_metrics: bool = True, alpha: float = 0.5) -> None:
+                 feature_metrics: bool = True, alpha: float = 0.6, palette: Palette = "auto") -> None:
         if num_images < 1:
             raise ValueError(f"num_images={num_images} must be >= 1")
         self.num_images = num_images
         self.predictions, self.pca_maps, self.feature_metrics = predictions, pca_maps, feature_metrics
         self.alpha = alpha
+        self.palette = palette
         self._batch: SegBatch | None = None
+        self._unmeasured: dict[int, str] = {}
 
+    @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        writer = tensorboard_writer(trainer)
-        if stage != "fit" or writer is None:
+        if stage != "fit" or not trainer.is_global_zero or not trainer.loggers:
             return
-        strides = tuple(sorted(pl_module.master.pyramid))
-        writer.add_custom_scalars(custom_scalars_layout(strides))
         source = trainer.datamodule if trainer.datamodule is not None else pl_module
         loader = source.val_dataloader()
         loader = loader[0] if isinstance(loader, (list, tuple)) else loader
@@ -90,18 +91,25 @@ class TensorBoardVisuals(Callback):
         if count == 0:
             raise ValueError("TensorBoardVisuals: the validation set is empty")
         self._batch = loader.collate_fn([dataset[i] for i in range(count)])
+        strides = sorted(pl_module.master.pyramid)
+        self._unmeasured = unmeasured_strides(strides, self._batch.image_sizes)
+        writer = tensorboard_writer(trainer)
+        if writer is not None:
+            headline = HEADLINE_METRIC.get(getattr(pl_module, "task", ""), None)
+            writer.add_custom_scalars(custom_scalars_layout(tuple(strides), headline, self._unmeasured))
 
+    @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._log(trainer, pl_module, with_aux=True)
 
+    @override
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
             self._log(trainer, pl_module, with_aux=False)
 
     @torch.no_grad()
     def _log(self, trainer: Trainer, pl_module: LightningModule, with_aux: bool) -> None:
-        writer = tensorboard_writer(trainer)
-        if writer is None or self._batch is None or pl_module.pyramid is None:
+        if not trainer.is_global_zero or self._batch is None or pl_module.needs_plan:
             return
         step = trainer.global_step
         batch = self._batch
@@ -118,45 +126,64 @@ class TensorBoardVisuals(Callback):
         if parts.aux is not None:
             pyramids["aux"] = parts.aux
         if preds is not None:
-            self._log_predictions(writer, pl_module, batch, preds, step)
+            self._log_predictions(trainer, pl_module, batch, preds, step)
         if self.pca_maps:
             for role, feats in pyramids.items():
-                self._log_pca(writer, role, feats, batch, step)
+                self._log_pca(trainer, pl_module, role, feats, batch, step)
         if self.feature_metrics:
             for role, feats in pyramids.items():
                 if role != "aux" or with_aux:
-                    self._log_feature_metrics(writer, role, feats, images, batch, step)
-        writer.flush()
+                    self._log_feature_metrics(trainer, role, feats, images, batch, step)
+        flush(trainer)
 
-    def _log_predictions(self, writer: SummaryWriter, pl_module: LightningModule, batch: SegBatch,
-                         preds: list, step: int) -> None:
-        colors = class_colors(pl_module.num_classes, getattr(pl_module.trainer.datamodule, "info", None))
-        rows = []
+    def _log_predictions(self, trainer: Trainer, pl_module: LightningModule, batch: SegBatch, preds: list,
+                         step: int) -> None:
+        info = getattr(trainer.datamodule, "info", None)
+        colors = display_colors(pl_module.num_classes, info, self.palette)
+        names = list(pl_module.class_names or [f"class {i}" for i in range(pl_module.num_classes)])
+        rows, shown = [], set()
         for i, pred in enumerate(preds):
             h, w = batch.image_sizes[i]
             size = tuple(batch.orig_sizes[i])
             image = resize_image(batch.images[i, :, :h, :w].cpu(), size)
             maps = prediction_maps(pred)
-            truth = overlay(image, target_semantic(batch.targets[i], size), colors, self.alpha)
-            guess = overlay(image, maps.semantic, colors, self.alpha, maps.segments)
+            truth_map = target_semantic(batch.targets[i], size)
+            shown |= set(truth_map.unique().tolist()) | set(maps.semantic.unique().tolist())
+            truth = overlay(image, truth_map, colors, self.alpha, class_outlines=True)
+            guess = overlay(image, maps.semantic, colors, self.alpha, maps.segments, class_outlines=True)
             rows.append([_uint8(image), truth, guess])
-        writer.add_image("visuals/predictions", stack_rows(rows), step, dataformats="HWC")
+        legend = [(names[k], tuple(colors[k].tolist())) for k in sorted(shown) if 0 <= k < len(names)]
+        notes = "White lines: borders between classes (or segments)."
+        if IGNORE_INDEX in shown:
+            notes += " No colour: unlabelled, or nothing predicted."
+        grid = titled_grid(rows, ["image", "ground truth", "prediction"], row_height=ROW_HEIGHT,
+                           title=f"Validation images at step {step}: class colours over the image",
+                           legend_entries=legend, notes=notes)
+        log_image(trainer, "visuals/predictions", grid, step)
 
-    def _log_pca(self, writer: SummaryWriter, role: str, feats: dict[int, Tensor], batch: SegBatch, step: int
-                 ) -> None:
+    def _log_pca(self, trainer: Trainer, pl_module: LightningModule, role: str, feats: dict[int, Tensor],
+                 batch: SegBatch, step: int) -> None:
         rows = []
         for i, (h, w) in enumerate(batch.image_sizes):
             row = [_uint8(batch.images[i, :, :h, :w])]
             for stride, feat in sorted(feats.items()):
                 crop = feat[i : i + 1, :, : -(-h // stride), : -(-w // stride)].float()
-                rgb = torch.from_numpy(pca_rgb(crop)[0])
-                row.append((rgb * 255).round().to(torch.uint8))
+                row.append((torch.from_numpy(pca_rgb(crop)[0]) * 255).round().to(torch.uint8))
             rows.append(row)
-        writer.add_image(f"visuals/pca/{role}", stack_rows(rows), step, dataformats="HWC")
+        h, w = batch.image_sizes[0]
+        injected = set(pl_module.plan.strides) if pl_module.plan is not None and role == "fused" else set()
+        titles = ["image"] + [f"OS {s}  ({-(-h // s)}x{-(-w // s)})" + ("\naux injected" if s in injected else "")
+                              for s in sorted(feats)]
+        encoder = {"master": pl_module.master_spec, "aux": pl_module.aux_spec}.get(role)
+        what = f"{role} ({encoder.name})" if encoder is not None else "fused (master with the aux injected)"
+        grid = titled_grid(rows, titles, title=f"{what} features at step {step}", notes=PCA_NOTE,
+                           row_height=ROW_HEIGHT)
+        log_image(trainer, f"visuals/pca/{role}", grid, step)
 
-    def _log_feature_metrics(self, writer: SummaryWriter, role: str, feats: dict[int, Tensor], images: Tensor,
+    def _log_feature_metrics(self, trainer: Trainer, role: str, feats: dict[int, Tensor], images: Tensor,
                              batch: SegBatch, step: int) -> None:
-        values = per_image_metrics(feats, images, batch.image_sizes, seed=0)
-        for stride, metrics in values.items():
-            for metric in ("sc", "ef"):
-                writer.add_scalar(feature_tag(metric, role, stride), float(metrics[metric].mean()), step)
+        measured = {s: f for s, f in feats.items() if s not in self._unmeasured}
+        values = per_image_metrics(measured, images, batch.image_sizes, seed=0)
+        scalars = {feature_tag(metric, role, stride): float(np.mean(metrics[metric].cpu().numpy()))
+                   for stride, metrics in values.items() for metric in ("sc", "ef")}
+        log_scalars(trainer, scalars, step)

@@ -99,7 +99,7 @@ def test_print_commands_lists_unfinished_runs_and_resumes_interrupted_ones(tmp_p
     assert main(_argv(out, "--print-commands", "--", "--data.num_workers", "0")) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     fits = [shlex.split(line) for line in lines if line.startswith("fusionseg fit")]
-    assert len(fits) == 5 and len(lines) == 6 and lines[-1].startswith("fusionseg profile --data")
+    assert len(fits) == len(lines) == 5
     roots = [f[f.index("--trainer.default_root_dir") + 1] for f in fits]
     assert str(run_dir(out, "os8", 0)) not in roots
     resumed = [f for f in fits if f[-2:] == ["--ckpt_path", "last"]]
@@ -141,9 +141,16 @@ def test_resume_skips_finished_runs_and_reports(tmp_path, monkeypatch, capsys):
     assert rows["os8"]["mIoU"]["mean"] == 36.5 and rows["os8"]["gain"]["mIoU"]["mean"] == pytest.approx(6.0)
     ef = next(a for a in report["plan_metrics"] if a["metric"] == "ef")
     assert (ef["chosen_stride"], ef["best_stride"], ef["hit"]) == (8, 8, True)
-    assert "fcd" in " ".join(report["notes"])  # asked for by default, absent from this profile
+    assert "fcd" in " ".join(report["notes"])  # asked for by default, absent from the profile given
     assert (out / "sweep.png").stat().st_size > 0 and list((out / "tb").glob("events.out.tfevents.*"))
     assert "| os8 | 2 | 36.50 ± 0.71" in (out / "sweep.md").read_text()
+
+
+def test_the_report_judges_each_task_by_its_headline_metric():
+    from fusionseg.commands.sweep_report import HEADLINE
+    from fusionseg.evaluation import HEADLINE_METRIC
+
+    assert HEADLINE == HEADLINE_METRIC
 
 
 def test_report_statistics():
@@ -162,6 +169,17 @@ def test_write_report_without_profile(tmp_path):
     results = {"master": {0: {"mIoU": 10.0}}, "os8": {0: {"mIoU": 12.0}}}
     write_report(tmp_path, build_report(results, plans, "semantic", 5, None, ["ef"]))
     assert (tmp_path / "sweep.csv").read_text().splitlines()[2].startswith("os8,8,1,12.0")
+
+
+def test_the_sweeps_profile_records_the_released_codes_score(tmp_path):
+    from fusionseg.profiling.measure import EXTRA_METRICS
+
+    argv = ["--data", str(DEMO), "--encoders", "regions:channels=8", "edges:channels=8", "--out", str(tmp_path),
+            "--num-images", "1", "--image-size", "64", "--num-maps", "0", "--no-progress"]
+    assert sweep.profile_encoders_with(["ef", "fcd"], argv) == 0
+    strides = json.loads((tmp_path / "profile.json").read_text())["encoders"]["edges"]["strides"]
+    assert all("fcd" in metrics for metrics in strides.values())
+    assert "fcd" not in EXTRA_METRICS  # registered for this profile only
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ summaries in `<out>/tb`, with the plan metrics' curves over strides from a profi
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import shlex
 import subprocess
@@ -40,6 +41,8 @@ DEFAULT_STRIDES = ("4", "8", "16", "32")  # the Mask2Former head's pyramid (fusi
 MASTER_ALONE = "master"
 SETTINGS_FILE = "sweep_settings.json"
 RESULT_FILE = "result.json"
+# Plan metrics that profiles measure only when asked: name -> `fn(feat, images) -> (B,)`.
+STRIDE_SCORES = {"fcd": "fusionseg.metrics.fcd.fcd"}
 
 
 # -- the candidate plans --------------------------------------------------------------------------
@@ -235,7 +238,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default: the config's)")
     parser.add_argument("--print-commands", action="store_true",
                         help="print the fit commands of the unfinished runs (one per line) instead of running them")
-    parser.add_argument("--report-only", action="store_true", help="run nothing; report the finished runs")
+    parser.add_argument("--report-only", action="store_true", help="train nothing: profile the encoders if needed and report the finished runs")
     parser.add_argument("--profile", type=Path, default=None,
                         help="profile.json of the two encoders (default: computed with `fusionseg profile --data`)")
     parser.add_argument("--profile-images", type=int, default=16, help="validation images profiled (default 16)")
@@ -279,13 +282,32 @@ def profile_argv(args: argparse.Namespace, setup: ModelSetup) -> list[str]:
             "--image-size", str(args.profile_size), "--task", setup.task, "--num-maps", "0", "--no-progress"]
 
 
+def profile_encoders_with(plan_metrics: Sequence[str], argv: Sequence[str]) -> int:
+    """`fusionseg profile ARGV`, also measuring the plan metrics that profiles do not record yet (the released
+    code's `fcd`), through the profiling's registry of extra stride scores."""
+    from fusionseg.commands.profile import main as profile_main
+    from fusionseg.profiling.measure import EXTRA_METRICS
+
+    added = {}
+    for name in plan_metrics:
+        if name in STRIDE_SCORES and name not in EXTRA_METRICS:
+            module, function = STRIDE_SCORES[name].rsplit(".", 1)
+            added[name] = getattr(importlib.import_module(module), function)
+    EXTRA_METRICS.update(added)
+    try:
+        return profile_main(list(argv))
+    finally:
+        for name in added:
+            EXTRA_METRICS.pop(name, None)
+
+
 def fusionseg_command() -> list[str]:
     """How this Python runs `fusionseg` (the console script may not be on PATH)."""
     return [sys.executable, "-m", "fusionseg.cli"]
 
 
 def run_sweep(args: argparse.Namespace) -> int:
-    from fusionseg.evaluation import HEADLINE_METRIC
+    from fusionseg.commands.sweep_report import HEADLINE  # not fusionseg.evaluation: torchmetrics loads slowly
 
     setup = read_model_setup(args.config, args.overrides)
     if setup.aux is None:
@@ -294,7 +316,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     steps = args.steps or setup.max_steps
     if steps is None:
         raise ValueError(f"{args.config} sets no trainer.max_steps; give the sweep --steps N")
-    headline = HEADLINE_METRIC[setup.task]
+    headline = HEADLINE[setup.task]
     out: Path = args.out
     check_settings(out, {"config": str(args.config), "overrides": args.overrides, "steps": steps,
                          "task": setup.task, "master": str(setup.master), "aux": str(setup.aux)})
@@ -319,21 +341,17 @@ def run_sweep(args: argparse.Namespace) -> int:
             argv = fit_command(args.config, run_dir(out, name, seed), plan_paths[name], seed, steps,
                                args.overrides, resume)
             print(shlex.join(["fusionseg", *argv]))
-        if not profile_path.is_file():
-            print(shlex.join(["fusionseg", "profile", *profile_argv(args, setup)]))
         print(f"# then: fusionseg sweep --config {shlex.quote(str(args.config))} --out {shlex.quote(str(out))} "
-              "--report-only", file=sys.stderr)
+              "--report-only  (profiles the encoders if needed, and reports)", file=sys.stderr)
         return 0
 
     failed = []
+    if args.profile is None and not profile_path.is_file():
+        # Before training: what the plan metrics predict is on record before any result is.
+        print("profiling the encoders for the plan metrics' curves ...", flush=True)
+        if profile_encoders_with(args.plan_metrics, profile_argv(args, setup)) != 0:
+            print("    the profile failed: the report will have no plan-metric curves", flush=True)
     if not args.report_only:
-        if args.profile is None and not profile_path.is_file():
-            # Before training: what the plan metrics predict is on record before any result is.
-            from fusionseg.commands.profile import main as profile_main
-
-            print("profiling the encoders for the plan metrics' curves ...", flush=True)
-            if profile_main(profile_argv(args, setup)) != 0:
-                print("    the profile failed: the report will have no plan-metric curves", flush=True)
         print(f"sweep: {len(plans)} plans x {args.seeds} seeds, {steps} steps each, in {out}; "
               f"{len(runs) - len(todo)} finished, {len(todo)} to run")
         for i, (name, seed, resume) in enumerate(todo, 1):

@@ -19,7 +19,8 @@ from typing import Any
 
 from fusionseg.plan import FusionPlan
 
-HEADLINE = {"semantic": "mIoU", "instance": "AP", "panoptic": "PQ"}  # as fusionseg.evaluation.HEADLINE_METRIC
+# As fusionseg.evaluation.HEADLINE_METRIC (a test holds them equal); importing it would load torchmetrics.
+HEADLINE = {"semantic": "mIoU", "instance": "AP", "panoptic": "PQ"}
 BOUNDARY = "boundary_mIoU"  # logged by the semantic evaluator (fusionseg.evaluation.boundary)
 # Feature maps shorter than this take no part in the plan (fusionseg.profiling.MIN_MAP_SIDE).
 MIN_MAP_SIDE = 16

@@ -1,6 +1,7 @@
 """The official evaluation code, run on files written in its input formats: the oracles of the parity tests.
 
 * `cocoeval_stats`: pycocotools' COCOeval (iouType "segm") on the same masks.
+* `cityscapes_pixel_iou`: cityscapesScripts' `evalPixelLevelSemanticLabeling` (mIoU) on label-id PNGs.
 * `cityscapes_instance_ap`: cityscapesScripts' `evalInstanceLevelSemanticLabeling` on `*_instanceIds.png`
   ground truth and its prediction format (one PNG per mask, a text file per image).
 * `official_pq`: cityscapesScripts' `evalPanopticSemanticLabeling` (a copy of panopticapi's `pq_compute`)
@@ -141,6 +142,20 @@ def cityscapes_instance_ap(
         scripts.monkeypatch.setattr(args, name, value)
     scripts.monkeypatch.chdir(work)  # it writes matches.json to the working directory
     return scripts.instance.evaluateImgLists([str(p) for p in pred_files], [str(p) for p in gt_files], args)
+
+
+def cityscapes_pixel_iou(
+    scripts: OfficialScripts, gt_files: Sequence[Path], pred_files: Sequence[Path], work: Path
+) -> dict:
+    """`evalPixelLevelSemanticLabeling.evaluateImgLists`' result dict (`classScores`, `averageScoreClasses`)
+    for `*_gtFine_labelIds.png` ground truth and label-id prediction PNGs."""
+    from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as pixel
+
+    for name, value in (("quiet", True), ("JSONOutput", False), ("evalInstLevelScore", False)):
+        scripts.monkeypatch.setattr(pixel.args, name, value)
+    work.mkdir(parents=True, exist_ok=True)
+    scripts.monkeypatch.chdir(work)
+    return pixel.evaluateImgLists([str(p) for p in pred_files], [str(p) for p in gt_files], pixel.args)
 
 
 def kitti360_instance_ap(

@@ -205,6 +205,16 @@ def test_format_table_has_the_summary_and_one_row_per_class() -> None:
     assert sum(line.startswith(("| cat", "| dog", "| cow")) for line in lines) == 3
 
 
+def test_cityscapes_rules_table_shows_ap_and_ap50_per_class() -> None:
+    preds, targets = instance_case()
+    evaluator = build_evaluator("instance", 3, class_names=["cat", "dog", "cow"], rules="cityscapes")
+    evaluator.update(preds, targets)
+    lines = evaluator.format_table(evaluator.compute()).splitlines()
+    assert lines[0].split("|")[1:-1] == [" AP   ", " AP50 "]
+    per_class = lines[lines.index("") + 1 :]
+    assert [c.strip() for c in per_class[0].split("|")[1:-1]] == ["class", "AP", "AP50"] and len(per_class) == 5
+
+
 def test_bad_inputs_are_explained() -> None:
     evaluator = build_evaluator("semantic", 2)
     truth = semantic_target(torch.zeros(4, 4, dtype=torch.long))
@@ -218,6 +228,15 @@ def test_bad_inputs_are_explained() -> None:
         build_evaluator("depth", 2)
     with pytest.raises(ValueError, match="class names"):
         build_evaluator("semantic", 2, class_names=["only one"])
+    with pytest.raises(ValueError, match="unknown evaluation rules"):
+        build_evaluator("instance", 2, rules="lvis")
+
+
+def test_each_dataset_names_its_official_rules() -> None:
+    from fusionseg.evaluation import eval_rules
+
+    assert eval_rules("cityscapes") == eval_rules("kitti360") == "cityscapes"
+    assert eval_rules("coco") == eval_rules("ade20k") == eval_rules("synthetic") == "coco"
 
 
 # ------------------------------------------------------------------------------------------------ DDP

@@ -17,6 +17,7 @@ import torch
 from dataset_writers import random_cityscapes_instance_ids, write_cityscapes_frame, write_kitti360_frame
 from evaluation_oracles import (  # noqa: F401
     cityscapes_instance_ap,
+    cityscapes_pixel_iou,
     cityscapes_scripts,
     kitti360_instance_ap,
     write_instance_predictions,
@@ -190,3 +191,39 @@ def test_kitti360_instance_ap_equals_the_official_script(seed: int, tmp_path: Pa
     for name in info.class_names:
         assert close(ours[f"AP/{name}"] / 100, averages["classes"][name]["ap"]), name
         assert close(ours[f"AP50/{name}"] / 100, averages["classes"][name]["ap50%"]), name
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_cityscapes_miou_equals_the_official_script(seed: int, tmp_path: Path, cityscapes_scripts) -> None:
+    """mIoU over the 19 train ids against evalPixelLevelSemanticLabeling on label-id PNGs: wrong classes,
+    predictions of ignored classes (void) and predictions on unlabeled pixels."""
+    from PIL import Image
+
+    from fusionseg.data.labels.cityscapes import TRAIN_LABELS
+
+    rng = np.random.default_rng(2000 + seed)
+    root = tmp_path / "cityscapes"
+    for i in range(3):
+        h, w = SIZES[int(rng.integers(len(SIZES)))]
+        write_cityscapes_frame(root, "val", f"aachen_{i:06d}_000019", random_cityscapes_instance_ids(rng, h, w), i)
+    dataset = CityscapesDataset(root, split="val", task="semantic")
+    evaluator = build_evaluator("semantic", 19, class_names=dataset.info.class_names)
+    label_id = np.array([row[1] for row in TRAIN_LABELS] + [0])  # train id -> label id; void -> unlabeled
+    gt_files, pred_files = [], []
+    for i in range(len(dataset)):
+        truth = dataset[i].target.semantic_map()
+        guess = torch.where(torch.from_numpy(rng.random(truth.shape) < 0.7), truth, torch.from_numpy(
+            rng.integers(0, 20, size=truth.shape)))  # 19 = a void prediction
+        guess = torch.where(guess == 255, torch.from_numpy(rng.integers(0, 19, size=truth.shape)), guess)
+        guess = torch.where(guess == 19, 255, guess)
+        evaluator.update([SegPrediction(semantic=guess)], [dataset[i].target])
+        path = tmp_path / "pred" / f"{dataset.ids[i]}_pred.png"
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray(label_id[np.where(guess.numpy() == 255, 19, guess.numpy())].astype(np.uint8)).save(path)
+        pred_files.append(path)
+        gt_files.append(root / "gtFine" / "val" / "aachen" / f"{dataset.ids[i]}_gtFine_labelIds.png")
+    ours = evaluator.compute()
+    official = cityscapes_pixel_iou(cityscapes_scripts, gt_files, pred_files, tmp_path / "work")
+    assert close(ours["mIoU"] / 100, official["averageScoreClasses"])
+    for name in dataset.info.class_names:
+        assert close(ours[f"IoU/{name}"] / 100, official["classScores"][name]), name

@@ -38,6 +38,7 @@ from fusionseg.callbacks.prediction_writer import SegPredictionWriter
 from fusionseg.callbacks.profiler import MetricProfiler
 from fusionseg.callbacks.visuals import TensorBoardVisuals
 from fusionseg.data import SegDataModule
+from fusionseg.evaluation import eval_rules
 from fusionseg.module import FusedSegModule
 
 DEFAULT_CALLBACKS = {
@@ -62,6 +63,10 @@ def _class_names(data: SegDataModule) -> list[str]:
     return list(data.info.class_names)
 
 
+def _eval_rules(data: SegDataModule) -> str:
+    return eval_rules(data.info.name)  # the evaluated dataset's official protocol
+
+
 class FusionSegCLI(LightningCLI):
     """LightningCLI for FusedSegModule + SegDataModule with fusionseg's default callbacks and links."""
 
@@ -77,7 +82,9 @@ class FusionSegCLI(LightningCLI):
             parser.add_lightning_class_args(callback, key)
         parser.set_defaults({"lr_monitor.logging_interval": "step"})
         parser.link_arguments("data.task", "model.task")
-        for target, fn in (("num_classes", _num_classes), ("thing_ids", _thing_ids), ("class_names", _class_names)):
+        links = (("num_classes", _num_classes), ("thing_ids", _thing_ids), ("class_names", _class_names),
+                 ("eval_rules", _eval_rules))
+        for target, fn in links:
             parser.link_arguments("data", f"model.{target}", compute_fn=fn, apply_on="instantiate")
 
     @override

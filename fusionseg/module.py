@@ -46,6 +46,8 @@ class FusedSegModule(LightningModule):
             and poly decay per optimizer step.
         pretrained: False skips the encoders' weight files (a checkpoint brings the weights).
         ignore_index: the evaluators' ignore label.
+        eval_rules: whose official evaluation the instance AP follows (`"coco"` or `"cityscapes"`; the CLI
+            links it from the evaluated dataset, `fusionseg.evaluation.eval_rules`).
 
     The encoders and their plan live in `self.pyramid` (`fusionseg.fusion.PlannedPyramid`), which also
     writes the plan into checkpoints: `load_from_checkpoint` and Trainer `ckpt_path` resume restore the
@@ -72,6 +74,7 @@ class FusedSegModule(LightningModule):
         poly_power: float = 0.9,
         pretrained: bool = True,
         ignore_index: int = IGNORE_INDEX,
+        eval_rules: Literal["coco", "cityscapes"] = "coco",
     ) -> None:
         super().__init__()
         if task not in TASKS:
@@ -216,6 +219,7 @@ class FusedSegModule(LightningModule):
             thing_ids=self.thing_ids or (),
             class_names=self.class_names,
             ignore_index=self.hparams.ignore_index,
+            rules=self.hparams.eval_rules,
         )
 
     def _evaluator(self, split: str) -> nn.Module:

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
 REPO = Path(__file__).parents[1]
 DOC = REPO / "docs" / "configuration.md"
 # Set by the CLI from the data module (`link_arguments`), so they have no default of their own.
-LINKED = {"model.task", "model.num_classes", "model.thing_ids", "model.class_names"}
+LINKED = {"model.task", "model.num_classes", "model.thing_ids", "model.class_names", "model.eval_rules"}
 BUILTIN_ENCODERS = ("edges", "regions", "timm", "dinov3", "sam2")
 
 

@@ -287,3 +287,15 @@ def test_warmup_steps_as_count_or_fraction() -> None:
         assert resolve_warmup(1500, 100) == 100
     with pytest.raises(ValueError):
         resolve_warmup(-1, 100)
+
+
+def test_the_evaluation_rules_follow_the_evaluated_dataset() -> None:
+    from types import SimpleNamespace
+
+    from fusionseg.lightning_cli import _eval_rules
+
+    assert _eval_rules(SimpleNamespace(info=SimpleNamespace(name="cityscapes"))) == "cityscapes"
+    assert _eval_rules(SimpleNamespace(info=SimpleNamespace(name="coco"))) == "coco"
+    module = make_module("instance", eval_rules="cityscapes")
+    module.setup("validate")
+    assert type(module.evaluators["val"]).__name__ == "CityscapesInstanceEvaluator"

@@ -249,3 +249,13 @@ def test_an_auxiliary_with_only_zero_scores_is_refused_naming_it_and_its_strides
     with pytest.raises(ValueError, match=r"'nan_encoder' as the auxiliary: its ef scores at strides \[4, 8, 16\]") as err:
         plan_fusion(profile)
     assert "9 of its feature maps were NaN/Inf" in str(err.value)
+
+
+def test_the_released_codes_fcd_is_profiled_and_can_plan(reference_profile, tmp_path):
+    assert "fcd" in PLAN_METRICS and "FCD" in reference_profile.table(("sc", "fcd"))
+    fcd_edges = {s: reference_profile.mean("edges", s, "fcd") for s in (4, 8, 16)}  # stride 32: 8x8 maps, left out
+    assert all(0.0 <= v <= 100.0 for v in fcd_edges.values())
+    plan = plan_fusion(reference_profile, plan_metric="fcd")
+    assert plan.scores["plan_metric"] == "fcd" and plan.strides == (max(fcd_edges, key=fcd_edges.get),)
+    reference_profile.save_csv(tmp_path / "p.csv")
+    assert Profile.load_csv(tmp_path / "p.csv").mean("edges", 8, "fcd") == pytest.approx(fcd_edges[8])

@@ -13,8 +13,12 @@ from matplotlib.figure import Figure
 from fusionseg.callbacks.tensorboard import profile_tag, tensorboard_writer
 from fusionseg.metrics import METRIC_NAMES
 from fusionseg.plan import EDGE_TASK, FusionPlan
-from fusionseg.profiling import Profile, plan_fusion
+from fusionseg.profiling import EXTRA_METRICS, Profile, plan_fusion
 from fusionseg.visualize import profile_figure
+
+
+# The metrics the plan text shows (those a profile recorded): structure, and every stride score a plan may use.
+REPORTED = ("sc", "ef", "ef_cc", *EXTRA_METRICS)
 
 
 def choose_plan(profile: Profile, names: Mapping[str, str], task: str, roles: str = "auto",
@@ -56,7 +60,7 @@ def choose_plan(profile: Profile, names: Mapping[str, str], task: str, roles: st
 def plan_markdown(plan: FusionPlan, profile: Profile, from_cache: Mapping[str, bool]) -> str:
     """The plan, the profile table and every score behind the choice, for TensorBoard's text tab."""
     cache = ", ".join(f"{role}: {'cache' if hit else 'computed'}" for role, hit in from_cache.items())
-    table = "\n".join("    " + line for line in profile.table(("sc", "ef", "ef_cc")).splitlines())
+    table = "\n".join("    " + line for line in profile.table(REPORTED).splitlines())
     scores = "\n".join("    " + line for line in json.dumps(plan.scores, indent=2, default=float).splitlines())
     broken = "".join(f"\n\n**{line}**" for line in profile.nonfinite_report())
     return (f"**{plan.summary()}** (roles: {plan.scores.get('roles', 'given')})\n\nProfiles ({cache}):\n\n"
@@ -79,7 +83,7 @@ def log_profiles(trainer: Trainer, profile: Profile, plan: FusionPlan, from_cach
     step = trainer.global_step
     for role, encoder in (("master", plan.master), ("aux", plan.aux)):
         for stride in profile.strides(encoder):
-            for metric in METRIC_NAMES:
+            for metric in profile.recorded((*METRIC_NAMES, *EXTRA_METRICS)):
                 writer.add_scalar(profile_tag(metric, role, stride), profile.mean(encoder, stride, metric), step)
     writer.add_text("fusion/plan", plan_markdown(plan, profile, from_cache), step)
     writer.add_image("fusion/profile", figure_to_array(profile_figure(profile, plan)), step, dataformats="HWC")

@@ -3,7 +3,8 @@
     fusionseg profile --encoders edges regions --images DIR --num-images 8 --image-size 512 --out OUT
 
 Writes OUT/profile.json, profile.csv, plan.json, profile.png and OUT/maps/<encoder>/... pictures,
-and prints the SC/EF table and the plan.
+and prints the SC/EF table and the plan. Unreadable images are skipped and counted, as the datasets do
+with `skip_corrupt`; an OUT that cannot be written is reported before any work starts.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
@@ -21,6 +23,7 @@ import torch.nn.functional as F
 import yaml
 from torch import Tensor
 
+from fusionseg.data.errors import CorruptFileError
 from fusionseg.data.io import read_image
 from fusionseg.encoders import Encoder, EncoderPluginError, EncoderSpec, UnknownEncoderError
 from fusionseg.plan import PLAN_TASKS, encoder_names
@@ -62,9 +65,37 @@ def load_image(path: Path, size: int) -> Tensor:
     return square_resize(read_image(path).float().div_(255), size)
 
 
-def folder_images(folder: str | Path, num_images: int, size: int) -> Tensor:
-    files = list_images(folder)[:num_images]
-    return torch.stack([load_image(p, size) for p in files])
+def folder_images(folder: str | Path, num_images: int, size: int, skipped: list[str] | None = None) -> Tensor:
+    """The first `num_images` readable images of `folder`, squared to `size`.
+
+    Unreadable files are skipped (their paths appended to `skipped`, when given); none readable is an error.
+    """
+    files = list_images(folder)
+    out: list[Tensor] = []
+    unreadable: list[str] = []
+    for path in files:
+        if len(out) == num_images:
+            break
+        try:
+            out.append(load_image(path, size))
+        except CorruptFileError:
+            unreadable.append(str(path))
+    if skipped is not None:
+        skipped.extend(unreadable)
+    if not out:
+        raise FileNotFoundError(f"none of the {len(files)} image files in {folder} could be read: {unreadable[:5]}")
+    return torch.stack(out)
+
+
+def check_writable(folder: Path) -> None:
+    """Create `folder` and write a file in it, so a bad `--out` fails before the profiling, not after it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise ValueError(f"--out {folder}: cannot write there ({type(err).__name__}: {err}); choose a folder you "
+                         "can write to") from None
 
 
 def build_datamodule(config: str | Path) -> Any:
@@ -89,13 +120,19 @@ def build_datamodule(config: str | Path) -> Any:
     return parser.instantiate_classes(parsed).data
 
 
-def dataset_images(config: str | Path, num_images: int, size: int) -> Tensor:
-    """The first `num_images` validation images of a dataset config, each cropped to its true size and squared."""
+def dataset_images(config: str | Path, num_images: int, size: int, skipped: list[str] | None = None) -> Tensor:
+    """The first `num_images` validation images of a dataset config, each cropped to its true size and squared.
+
+    Unreadable files are skipped (`skip_corrupt`, whatever the config says) and appended to `skipped`.
+    """
     datamodule = build_datamodule(config)
+    datamodule.skip_corrupt = True  # a profile needs some readable images, not every one
     datamodule.setup("validate")
     out: list[Tensor] = []
     batches: Iterator[Any] = iter(datamodule.val_dataloader())
     for batch in batches:
+        if skipped is not None:
+            skipped.extend(p for p in getattr(batch, "skipped", ()) if p not in skipped)
         for i, image in enumerate(batch.images):
             h, w = (int(v) for v in batch.image_sizes[i])
             out.append(square_resize(image[:, :h, :w], size))
@@ -155,13 +192,18 @@ def _device(name: str) -> torch.device:
 def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     device = _device(args.device)
+    check_writable(args.out)
+    skipped: list[str] = []
     if args.data is not None:
-        images = dataset_images(args.data, args.num_images, args.image_size)
+        images = dataset_images(args.data, args.num_images, args.image_size, skipped)
         source = f"validation images of {args.data}"
     else:
         folder = args.images if args.images is not None else sample_images_dir()
-        images = folder_images(folder, args.num_images, args.image_size)
+        images = folder_images(folder, args.num_images, args.image_size, skipped)
         source = str(folder)
+    if skipped:
+        shown = "\n  ".join(skipped[:20]) + (f"\n  ... and {len(skipped) - 20} more" if len(skipped) > 20 else "")
+        print(f"fusionseg profile: skipped {len(skipped)} unreadable image(s):\n  {shown}", file=sys.stderr)
     if images.shape[0] < args.num_images:
         print(f"note: {source} holds {images.shape[0]} images; profiling all of them (asked for {args.num_images})")
     encoders = build_encoders(args.encoders, device)
@@ -181,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
     save_profile_figure(out / "profile.png", profile, plan)
     _draw_maps(out / "maps", encoders, images[: args.num_maps], device)
     print()
-    print(profile.table())
+    print(profile.table(("sc", "ef", "ef_cc", "fcd")))
     print()
     if plan is None:
         print("one encoder profiled: no fusion plan (a plan needs a structure-strong and an edge-strong encoder)")
@@ -207,6 +249,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         return run(args)
-    except (FileNotFoundError, ValueError, UnknownEncoderError, EncoderPluginError) as err:
+    except (FileNotFoundError, ValueError, UnknownEncoderError, EncoderPluginError, CorruptFileError) as err:
         print(f"fusionseg profile: error: {err}", file=sys.stderr)
         return 2

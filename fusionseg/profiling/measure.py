@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from fusionseg.metrics import MAP_SIDE, METRIC_NAMES, pyramid_metrics
+from fusionseg.metrics.fcd import fcd
 
 # Not a metric: 1.0 for an image whose feature map at that stride holds a NaN or an infinity (the
 # metrics score such maps 0), so a profile can say how many images of an encoder were broken.
@@ -22,8 +23,9 @@ NONFINITE = "nonfinite"
 
 StrideScore = Callable[[Tensor, Tensor], Tensor]
 # Per-image stride scores beyond the ten metrics: `(B, C, h, w)` features and `(B, 3, H, W)` images
-# in [0, 1] -> `(B,)`. Add an entry here and every profile records the score.
-EXTRA_METRICS: dict[str, StrideScore] = {}
+# in [0, 1] -> `(B,)`. Add an entry here and every profile records the score (and `plan_metric` may name it).
+# `fcd`: the stride score of the paper's released code (docs/metrics.md), in [0, 100].
+EXTRA_METRICS: dict[str, StrideScore] = {"fcd": fcd}
 
 
 def fields() -> tuple[str, ...]:

@@ -231,8 +231,14 @@ class Profile:
         return cls.from_csv(Path(path).read_text())
 
     # -- terminal ------------------------------------------------------------------------------
+    def recorded(self, metrics: Sequence[str]) -> list[str]:
+        """Those of `metrics` that every encoder and stride recorded (optional fields may be missing)."""
+        rows = [m for strides in self.stats.values() for m in strides.values()]
+        return [m for m in metrics if all(m in row for row in rows)]
+
     def table(self, metrics: Sequence[str] = ("sc", "ef"), std: bool = True) -> str:
-        """Encoders x strides, one line per metric, like the spec's reference figures."""
+        """Encoders x strides, one line per metric, like the spec's reference figures (unrecorded ones left out)."""
+        metrics = self.recorded(metrics)
         strides = sorted({s for e in self.encoders for s in self.strides(e)})
         head = ["encoder", "metric"] + [f"OS {s}" for s in strides]
         lines = [head]
@@ -244,7 +250,7 @@ class Profile:
                         cells.append("-")
                         continue
                     st = self.stats[encoder][s][metric]
-                    digits = 3 if metric not in ("ef", "ef_cc") else 2
+                    digits = 2 if metric in ("ef", "ef_cc", "fcd") else 3
                     cells.append(f"{st.mean:.{digits}f}" + (f" ±{st.std:.{digits}f}" if std else ""))
                 lines.append(cells)
         widths = [max(len(row[i]) for row in lines) for i in range(len(head))]

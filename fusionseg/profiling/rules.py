@@ -1,7 +1,7 @@
 """The planning rules: master, auxiliary and injection stride from a profile (`plan_fusion`, metrics spec rules).
 
 The per-stride score the auxiliary is chosen and injected by is a choice, `plan_metric`: a name in
-`PLAN_METRICS` (`ef`, the paper's, or `ef_cc`). A new stride score joins with one entry there
+`PLAN_METRICS` (`ef`, the paper's, `ef_cc`, or `fcd`, the released code's). A new stride score joins with one entry there
 (name -> `score(profile, encoder, stride)`), usually a field the profile records (see
 `fusionseg.profiling.measure.EXTRA_METRICS`).
 """
@@ -34,7 +34,8 @@ def profile_field(name: str) -> PlanMetric:
     return score
 
 
-# name -> per-stride score of an encoder in a profile. `ef` is the paper's Edge Fidelity.
+# name -> per-stride score of an encoder in a profile. `ef` is the paper's Edge Fidelity; `fcd` (from
+# EXTRA_METRICS) the score the paper's released code plans with.
 PLAN_METRICS: dict[str, PlanMetric] = {
     "ef": profile_field("ef"),
     "ef_cc": profile_field("ef_cc"),

@@ -48,3 +48,4 @@ def test_cross_config_builds_its_model_in_cityscapes_label_space(name) -> None:
     info = dataset_info("cityscapes", "instance")
     assert cli.datamodule.info.name == "cityscapes" and cli.datamodule.train_info.name == CROSS_CONFIGS[name]
     assert (cli.model.task, cli.model.num_classes, cli.model.class_names) == ("instance", 8, list(info.class_names))
+    assert cli.model.hparams.eval_rules == "cityscapes"

@@ -182,4 +182,5 @@ def test_fit_on_a_synthetic_source_validates_on_cityscapes(roots, source, tmp_pa
     assert cli.datamodule.train_set.info.name == source and cli.datamodule.val_set.info.name == "cityscapes"
     # The model learned and was scored in Cityscapes' label space: its 8 thing classes, mask AP on its val split.
     assert (cli.model.num_classes, cli.model.class_names) == (info.num_classes, list(info.class_names))
+    assert cli.model.hparams.eval_rules == "cityscapes"  # the evaluated dataset's official rules, not the source's
     assert "val/AP" in cli.trainer.callback_metrics

@@ -50,6 +50,16 @@ def test_agreement_is_perfect_when_sc_ranks_as_sc_gt():
     assert "Spearman(SC, SC_GT) over 4 encoder x stride points: **1.000**" in agreement_markdown(agreement)
 
 
+def test_agreement_without_the_shared_sfc_factor():
+    sc = [[0.1, 0.2], [0.3, 0.4], [0.5, 0.6], [0.7, 0.8]]
+    values = _values(sc, sc)
+    for strides in values.values():
+        for v in strides.values():  # SFC constant: the clustering scores rank as SC does
+            v["sfc"], v["scs"] = torch.ones(2), v["sc"] ** 2
+    assert sc_agreement(values, bootstrap=5)["spearman_scs_vs_gt_clustering"] == pytest.approx(1.0)
+    assert sc_agreement(_values(sc, sc), bootstrap=5)["spearman_scs_vs_gt_clustering"] is None
+
+
 def test_agreement_needs_the_same_images_everywhere():
     values = _values([[0.1, 0.2], [0.3, 0.4], [0.5, 0.6], [0.7, 0.8]], [[0.1, 0.2]] * 4)
     values["b"][4]["sc"] = torch.tensor([0.5])
@@ -59,9 +69,9 @@ def test_agreement_needs_the_same_images_everywhere():
 
 
 @settings(max_examples=20, deadline=None)
-@given(st.lists(st.floats(0.0, 1.0), min_size=6, max_size=6, unique=True), st.integers(1, 5))
-def test_spearman_ignores_monotone_rescaling_of_sc(means, power):
-    sc = [[m, m] for m in means]
+@given(st.lists(st.integers(1, 100), min_size=6, max_size=6, unique=True), st.integers(1, 5))
+def test_spearman_ignores_monotone_rescaling_of_sc(percents, power):
+    sc = [[p / 100, p / 100] for p in percents]
     gt = [[(i * 7 % 6) / 6] * 2 for i in range(6)]
     plain = sc_agreement(_values(sc, gt), bootstrap=5)["spearman"]
     bent = sc_agreement(_values([[v**power for v in row] for row in sc], gt), bootstrap=5)["spearman"]
@@ -78,6 +88,7 @@ def test_sc_and_sc_gt_of_the_reference_encoders():
     assert sorted(values["edges"]) == [4, 8, 16, 32]
     for strides in values.values():
         for v in strides.values():
-            assert v["sc"].shape == v["sc_gt"].shape == (2,)
+            assert v["sc"].shape == v["sc_gt"].shape == v["sfc"].shape == (2,)
+            assert torch.allclose(v["sc"], (v["sfc"] * v["scs"]).sqrt())
             assert bool(((v["sc_gt"] >= 0) & (v["sc_gt"] <= 1)).all())
     assert {name: e.training for name, e in encoders.items()} == modes  # measured in eval mode, then restored

@@ -22,8 +22,6 @@ from fusionseg.plan import FusionPlan
 # As fusionseg.evaluation.HEADLINE_METRIC (a test holds them equal); importing it would load torchmetrics.
 HEADLINE = {"semantic": "mIoU", "instance": "AP", "panoptic": "PQ"}
 BOUNDARY = "boundary_mIoU"  # logged by the semantic evaluator (fusionseg.evaluation.boundary)
-# Feature maps shorter than this take no part in the plan (fusionseg.profiling.MIN_MAP_SIDE).
-MIN_MAP_SIDE = 16
 
 Results = Mapping[str, Mapping[int, Mapping[str, float]]]  # plan -> seed -> metric -> value
 
@@ -100,9 +98,12 @@ def aux_curves(profile_path: Path | None, aux_names: Sequence[str], metrics: Seq
 
 def stride_analysis(rows: Sequence[dict[str, Any]], profile: Mapping[str, Any], headline: str,
                     boundary: str | None) -> list[dict[str, Any]]:
-    """Per plan metric: its curve over strides, the stride it chooses (argmax over strides whose maps are
-    at least MIN_MAP_SIDE px), the best single stride by the headline's mean, whether they agree, the
-    chosen-minus-best difference, and Spearman's rho between the metric and the gain over the swept strides."""
+    """Per plan metric: its curve over strides, the stride it chooses (argmax over the strides whose maps
+    are at least `fusionseg.profiling.MIN_MAP_SIDE` px, as the plan rule), the best single stride by the
+    headline's mean, whether they agree, the chosen-minus-best difference, and Spearman's rho between the
+    metric and the gain over the swept strides."""
+    from fusionseg.profiling import MIN_MAP_SIDE  # the plan rule's: smaller maps take no part
+
     single = {row["strides"][0]: row for row in rows if len(row["strides"]) == 1 and row[headline]["n"]}
     best = _best({s: r[headline]["mean"] for s, r in single.items()})
     out = []
@@ -188,6 +189,8 @@ def markdown(report: Mapping[str, Any]) -> str:
     profile = report["profile"]
     if report["plan_metrics"]:
         strides = sorted({s for a in report["plan_metrics"] for s in a["curve"]})
+        from fusionseg.profiling import MIN_MAP_SIDE
+
         lines += ["", f"## Plan metrics: the auxiliary `{profile.get('aux')}` over strides",
                   "", f"Profile: `{profile.get('source')}` ({profile.get('num_images')} images). A metric's chosen "
                   f"stride is its argmax over strides whose maps are at least {MIN_MAP_SIDE} px; the best stride is "

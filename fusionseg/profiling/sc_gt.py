@@ -78,7 +78,8 @@ def labelled_images(datamodule: Any, num_images: int, size: int) -> tuple[Tensor
 @torch.no_grad()
 def sc_and_sc_gt(encoders: Mapping[str, nn.Module], images: Tensor, segments: Tensor, batch_size: int = 4,
                  seed: int = 0) -> Values:
-    """Per encoder and stride, SC and SC_GT of every image: `{encoder: {stride: {"sc": (N,), "sc_gt": (N,)}}}`.
+    """Per encoder and stride, SC (with its parts SFC and SCS) and SC_GT of every image:
+    `{encoder: {stride: {"sc": (N,), "sfc": (N,), "scs": (N,), "sc_gt": (N,)}}}`.
 
     `images` `(N, 3, H, W)` in [0, 1]; `segments` `(N, H, W)` integer segment ids (`IGNORE_INDEX` left out).
     Each encoder sees `encoder.normalize(images)` in eval mode; its training mode is restored afterwards.
@@ -97,8 +98,9 @@ def sc_and_sc_gt(encoders: Mapping[str, nn.Module], images: Tensor, segments: Te
                 x = images[start : start + batch_size].to(device)
                 labels = segments[start : start + batch_size].to(device)
                 for stride, feat in encoder(encoder.normalize(x)).items():
-                    slot = parts.setdefault(int(stride), {"sc": [], "sc_gt": []})
-                    slot["sc"].append(structural_coherence(feat, seed=seed)["sc"].cpu())
+                    slot = parts.setdefault(int(stride), {"sc": [], "sfc": [], "scs": [], "sc_gt": []})
+                    for key, value in structural_coherence(feat, seed=seed).items():
+                        slot[key].append(value.cpu())
                     slot["sc_gt"].append(sc_gt(feat, labels, seed=seed).cpu())
         finally:
             encoder.train(mode)
@@ -118,8 +120,10 @@ def sc_agreement(values: Values, bootstrap: int = 1000, seed: int = 0) -> dict[s
     """How well SC ranks encoders x strides as SC_GT does.
 
     Returns `spearman` (over every encoder and stride, of the mean SC and mean SC_GT over images, as the
-    paper), `pearson`, the bootstrap spread of Spearman over images (`bootstrap_mean`, `bootstrap_std`,
-    `ci95`), `within_encoder` (Spearman over strides, per encoder) and the `points` themselves.
+    paper), `pearson`, the bootstrap spread of Spearman over images (`bootstrap`: `mean`, `std`, `ci95`),
+    `within_encoder` (Spearman over strides, per encoder), `spearman_scs_vs_gt_clustering` (SCS against
+    the labels' clustering score `SC_GT^2 / SFC`, without the SFC factor both share; None when the values
+    lack `sfc`/`scs`) and the `points` themselves.
     """
     points = [(e, s, v["sc"], v["sc_gt"]) for e, strides in values.items() for s, v in strides.items()]
     if len(points) < 3:
@@ -135,6 +139,14 @@ def sc_agreement(values: Values, bootstrap: int = 1000, seed: int = 0) -> dict[s
     draws = np.array([_spearman(sc[:, idx].mean(1), gt[:, idx].mean(1))
                       for idx in (rng.integers(0, n, n) for _ in range(bootstrap))])
     draws = draws[np.isfinite(draws)]
+    # SC and SC_GT share the SFC factor; SCS against the labels' own clustering score (SC_GT^2 / SFC) is
+    # the comparison without it.
+    clustering = None
+    if all("sfc" in v and "scs" in v for strides in values.values() for v in strides.values()):
+        scs = np.stack([values[e][s]["scs"].double().numpy() for e, s, _, _ in points])
+        sfc = np.stack([values[e][s]["sfc"].double().numpy() for e, s, _, _ in points])
+        gt_clusters = np.divide(gt**2, sfc, out=np.zeros_like(gt), where=sfc > 0)
+        clustering = _spearman(scs.mean(1), gt_clusters.mean(1))
     within = {}
     for encoder, strides in values.items():
         x = np.array([v["sc"].double().mean().item() for v in strides.values()])
@@ -150,6 +162,7 @@ def sc_agreement(values: Values, bootstrap: int = 1000, seed: int = 0) -> dict[s
                       "ci95": [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))]
                       if draws.size else [math.nan, math.nan]},
         "within_encoder": within,
+        "spearman_scs_vs_gt_clustering": clustering,
         "points": [{"encoder": e, "stride": s, "sc_mean": float(a.double().mean()), "sc_std": float(a.double().std(0)),
                     "sc_gt_mean": float(b.double().mean()), "sc_gt_std": float(b.double().std(0))}
                    for e, s, a, b in points],
@@ -169,4 +182,7 @@ def agreement_markdown(agreement: Mapping[str, Any]) -> str:
               f"{boot['mean']:.3f} ± {boot['std']:.3f}, 95% interval [{boot['ci95'][0]:.3f}, {boot['ci95'][1]:.3f}]); "
               f"Pearson {agreement['pearson']:.3f}; the paper reports Spearman 0.726.",
               f"Within each encoder, over strides: {within}."]
+    if agreement.get("spearman_scs_vs_gt_clustering") is not None:
+        lines.append(f"SC and SC_GT share the SFC factor; without it, SCS against the labels' clustering score "
+                     f"(SC_GT^2 / SFC): Spearman {agreement['spearman_scs_vs_gt_clustering']:.3f}.")
     return "\n".join(lines) + "\n"

@@ -178,3 +178,31 @@ def test_coco_pq_equals_the_official_evaluation(seed: int, tmp_path: Path, citys
     official, raw = official_pq(cityscapes_scripts, root / "annotations" / "panoptic_val2017.json",
                                 root / "panoptic_val2017", tmp_path / "pred.json", tmp_path / "pred")
     check_against_official(evaluator.compute(), official, raw, info.class_names, category_ids)
+
+
+def test_cityscapes_reader_opens_both_outputs_of_the_official_converter(tmp_path: Path, cityscapes_scripts) -> None:
+    """createPanopticImgs.py writes label-id categories, or train ids with --use-train-id (another file name):
+    the reader opens either as written, with the same targets as from *_instanceIds.png."""
+    import contextlib
+    import io
+
+    rng = np.random.default_rng(7)
+    for name, train_ids in (("label_ids", False), ("train_ids", True)):
+        root = tmp_path / name
+        for i in range(2):
+            write_cityscapes_frame(root, "val", f"bochum_{i:06d}_000019", random_cityscapes_instance_ids(rng, 32, 48), i)
+        with contextlib.redirect_stdout(io.StringIO()):
+            cityscapes_scripts.converter.convert2panoptic(str(root / "gtFine"), str(root / "gtFine"), train_ids, ["val"])
+        dataset = CityscapesDataset(root, split="val", task="panoptic")
+        written = "cityscapes_panoptic_val_trainId.json" if train_ids else "cityscapes_panoptic_val.json"
+        assert dataset.panoptic is not None and dataset.panoptic.json_path.name == written
+        (root / "gtFine" / written).rename(root / "hidden.json")
+        from_pngs = CityscapesDataset(root, split="val", task="panoptic")
+        assert from_pngs.panoptic is None
+        for i in range(2):
+            assert dataset[i].image.shape == from_pngs[i].image.shape
+            assert segments(dataset[i].target) == segments(from_pngs[i].target)
+
+
+def segments(target: SegTarget) -> set[tuple[int, bool, bytes]]:
+    return {(int(c), bool(k), m.numpy().tobytes()) for m, c, k in zip(target.masks, target.labels, target.iscrowd)}

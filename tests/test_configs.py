@@ -3,7 +3,6 @@ weights; the baselines are one override away."""
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,6 @@ import yaml
 
 from fusionseg.data import dataset_info
 from fusionseg.lightning_cli import FusionSegCLI
-from fusionseg.module import FusedSegModule
 
 pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
 
@@ -68,8 +66,6 @@ RECIPES = {
 MODEL_KEYS = ("lr_schedule", "milestones", "warmup_steps")
 DATA_KEYS = ("batch_size", "crop_size", "resize", "scale_base", "scale_range", "scale_step", "max_size", "color_aug",
              "eval_short_side", "eval_max_size")
-SCHEDULE_WIRED = "lr_schedule" in inspect.signature(FusedSegModule.__init__).parameters
-
 # Random weights: the encoders without their weight files. The paper's sizes are built for one config; the
 # others build with the smallest sizes of the same encoders, which checks the rest of the config for less time.
 RANDOM_WEIGHTS = ["--model.master", "dinov3:size=base", "--model.aux", "sam2:size=base_plus"]
@@ -135,23 +131,15 @@ def test_paper_config_builds_its_model_with_random_weights(name):
     assert cli.datamodule.train_transform.crop_size == ((crop, crop) if isinstance(crop, int) else tuple(crop))
 
 
-@pytest.mark.parametrize(
-    "name",
-    [pytest.param(n, marks=pytest.mark.xfail(
-        not SCHEDULE_WIRED and RECIPES[n]["lr_schedule"] != "poly", strict=True,
-        reason="FusedSegModule has no lr_schedule/milestones yet: fusionseg.optim.build_schedule is not wired in"))
-     for n in sorted(PAPER_CONFIGS)],
-)
+@pytest.mark.parametrize("name", sorted(PAPER_CONFIGS))
 def test_paper_config_follows_its_recipe_table(name, capsys):
     config = printed_config(name, capsys)
     model, data, trainer = config["model"], config["data"], config["trainer"]
     recipe = RECIPES[name]
     found = {"max_steps": trainer["max_steps"], "num_queries": model["head"]["num_queries"]}
-    found |= {k: model.get(k, "poly" if k == "lr_schedule" else None) for k in MODEL_KEYS}
+    found |= {k: model[k] for k in MODEL_KEYS}
     found |= {k: data[k] for k in DATA_KEYS}
     expected = {"milestones": None} | recipe
-    if found.get("milestones") == []:
-        found["milestones"] = None
     assert {k: found[k] for k in expected} == expected
 
 

@@ -67,3 +67,32 @@ def test_bad_schedules_are_explained(kwargs: dict, message: str) -> None:
 def test_a_milestone_past_the_end_warns() -> None:
     with pytest.warns(UserWarning, match="beyond the 100 optimizer steps"):
         build_schedule("multistep", 100, milestones=[327778])
+
+
+@pytest.mark.filterwarnings("ignore:.*does not have many workers", "ignore:.*module\\(s\\) in eval mode")
+def test_the_module_steps_its_learning_rate_by_lr_schedule() -> None:
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    from fusionseg.heads import HeadConfig
+    from fusionseg.module import FusedSegModule
+    from fusionseg.structures import SegBatch, SegTarget
+
+    head = HeadConfig(num_queries=4, dec_layers=1, hidden_dim=32, train_points=64, enc_layers=1, num_heads=2,
+                      dim_feedforward=16, enc_feedforward=16)
+    module = FusedSegModule("regions:channels=16", None, plan=None, num_classes=2, head=head, lr=1e-3, warmup_steps=0,
+                            lr_schedule="multistep", milestones=[2, 4], gamma=0.5)
+    masks = torch.zeros(2, 64, 64, dtype=torch.bool)
+    masks[0, :32], masks[1, 32:] = True, True
+    target = SegTarget(masks=masks, labels=torch.tensor([0, 1]))
+    batch = SegBatch(torch.rand(2, 3, 64, 64), [target, target], [(64, 64)] * 2, [(64, 64)] * 2, ["a", "b"])
+    seen: list[float] = []
+
+    class Record(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            seen.append(trainer.optimizers[0].param_groups[-1]["lr"])
+
+    L.Trainer(accelerator="cpu", max_steps=6, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False, callbacks=[Record()]).fit(
+        module, DataLoader([batch] * 6, batch_size=None, collate_fn=lambda b: b))
+    assert seen == pytest.approx([1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4, 2.5e-4])

@@ -30,14 +30,16 @@ def test_cross_config_trains_on_the_source_and_validates_on_cityscapes(name, cap
     model, data, trainer = config["model"], config["data"], config["trainer"]
     assert model["master"] == {"name": "dinov3",
                                "args": {"size": "large", "weights": "/weights/dinov3_vitl16_pretrain_lvd1689m.pth"}}
-    assert model["aux"] == {"name": "sam2", "args": {"size": "large", "weights": "/weights/sam2.1_hiera_large.pt"}}
+    assert model["aux"] == {"name": "sam2", "args": {"size": "large", "weights": "/weights/sam2.1_hiera_large.pt",
+                                                     "features": "trunk"}}
     assert model["plan"] == "auto" and model["freeze_master"] is False
     assert (data["dataset"], data["root"], data["train_split"]) == (CROSS_CONFIGS[name], f"/data/{CROSS_CONFIGS[name]}",
                                                                     "train")
     assert (data["val_dataset"], data["val_root"], data["val_split"], data["task"]) == (
         "cityscapes", "/data/cityscapes", "val", "instance")
-    # Mask2Former's Cityscapes instance schedule (see the config's comment for why).
-    assert (trainer["max_steps"], data["batch_size"], model["lr"]) == (90000, 16, 1e-4)
+    # The released code's UDA schedule: batch 3, 180k (see the config's comment), Mask2Former's optimizer.
+    assert (trainer["max_steps"], data["batch_size"], model["lr"], model["warmup_steps"]) == (180000, 3, 1e-4, 0)
+    assert (data["eval_short_side"], data["eval_max_size"], model["align"]) == (1024, 2048, "sample")
     assert trainer["default_root_dir"] == f"runs/{name}"
 
 

@@ -95,6 +95,7 @@ class MasterAuxPyramid(nn.Module):
     Args:
         master: the encoder whose pyramid (strides and channels) the output keeps.
         aux: the auxiliary encoder, frozen here (`aux.freeze()`); None for the single-encoder baseline.
+        freeze_aux: False fine-tunes the aux too: it runs with gradients through the injection (the paper's RQ5).
         strides: where the aux's features are injected; each must be in both pyramids.
         align: `"project"` (1x1 conv + GroupNorm, learned) or `"sample"` (parameter-free channel selection).
         mode: `"replace"` (the aux's aligned features take the master's place) or `"add"` (master + aligned aux).
@@ -112,6 +113,7 @@ class MasterAuxPyramid(nn.Module):
         strides: Sequence[int] = (),
         align: str = "project",
         mode: str = "replace",
+        freeze_aux: bool = True,
     ) -> None:
         super().__init__()
         if align not in ALIGNS:
@@ -120,6 +122,7 @@ class MasterAuxPyramid(nn.Module):
             raise ValueError(f"mode={mode!r}; expected one of {MODES}")
         self.align_kind = align
         self.mode = mode
+        self.freeze_aux = freeze_aux
         self.master = master
         self.aux = aux
         self.strides: tuple[int, ...] = ()
@@ -127,7 +130,8 @@ class MasterAuxPyramid(nn.Module):
         self.fuse_at(strides)
 
     def fuse_at(self, strides: Sequence[int]) -> None:
-        """Inject the aux at `strides` (each in both pyramids), with new alignment layers; freezes the aux."""
+        """Inject the aux at `strides` (each in both pyramids), with new alignment layers; freezes the aux
+        (unless `freeze_aux` is False)."""
         master, aux = self.master, self.aux
         strides = tuple(sorted(int(s) for s in strides))
         if aux is None and strides:
@@ -141,7 +145,8 @@ class MasterAuxPyramid(nn.Module):
                     f"injection strides {bad} are not in both pyramids: master {type(master).__name__} has "
                     f"{sorted(master.pyramid)}, aux {type(aux).__name__} has {sorted(aux.pyramid)}"
                 )
-            aux.freeze()
+            if self.freeze_aux:
+                aux.freeze()
         make = project_align if self.align_kind == "project" else SampleAlign
         self.strides = strides
         self.align = nn.ModuleDict(
@@ -160,12 +165,14 @@ class MasterAuxPyramid(nn.Module):
                 return self.master(x)
         return self.master(x)
 
-    @torch.no_grad()
     def run_aux(self, images: Tensor) -> dict[int, Tensor]:
-        """The aux's pyramid, without gradients; under bf16 autocast when the images are on a GPU."""
+        """The aux's pyramid; a frozen aux runs without gradients, under bf16 autocast when the images are on
+        a GPU. A fine-tuned aux (`freeze_aux=False`) runs like the master."""
         if self.aux is None:
             raise RuntimeError("this pyramid has no auxiliary encoder")
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=images.is_cuda):
+        if not self.aux.frozen:
+            return self.aux(self.aux.normalize(images))
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=images.is_cuda):
             return self.aux(self.aux.normalize(images))
 
     def inject(self, master_feats: dict[int, Tensor], aux_feats: dict[int, Tensor]) -> dict[int, Tensor]:
@@ -235,6 +242,7 @@ class PlannedPyramid(MasterAuxPyramid):
         master / aux: `EncoderSpec`s (or `"name:k=v"` strings, or `{name, args}` dicts); aux None is the baseline.
         align / mode: how the aux is injected (see `MasterAuxPyramid`).
         freeze_master: keep the master frozen (the paper's FZ setting).
+        freeze_aux: False fine-tunes the planned aux (trainable once the plan is set; frozen while unplanned).
         pretrained: False skips the weight files (a checkpoint brings the weights).
 
     Unplanned, both encoders wait (the aux frozen) and `forward` refuses to run. `set_plan(plan)`
@@ -247,7 +255,7 @@ class PlannedPyramid(MasterAuxPyramid):
 
     def __init__(self, master: EncoderSpec | str | Mapping[str, Any], aux: EncoderSpec | str | Mapping[str, Any] | None = None,
                  align: str = "project", mode: str = "replace", freeze_master: bool = False,
-                 pretrained: bool = True) -> None:
+                 pretrained: bool = True, freeze_aux: bool = True) -> None:
         master_spec = EncoderSpec.parse(dict(master) if isinstance(master, Mapping) else master)
         aux_spec = None if aux is None else EncoderSpec.parse(dict(aux) if isinstance(aux, Mapping) else aux)
         if aux_spec is not None and str(aux_spec) == str(master_spec):
@@ -256,7 +264,7 @@ class PlannedPyramid(MasterAuxPyramid):
         master_encoder = master_spec.build(pretrained=pretrained)
         if freeze_master:
             master_encoder.freeze()
-        super().__init__(master_encoder, None, (), align=align, mode=mode)
+        super().__init__(master_encoder, None, (), align=align, mode=mode, freeze_aux=freeze_aux)
         # Registered now, so `.to()` and the trainer move it while it waits for a plan; frozen until it is fused.
         self.aux = aux_spec.build(pretrained=pretrained).freeze() if aux_spec is not None else None
         self.master_spec, self.aux_spec = master_spec, aux_spec
@@ -345,6 +353,8 @@ class PlannedPyramid(MasterAuxPyramid):
         device = next(self.master.parameters(), torch.empty(0)).device
         self.fuse_at(plan.strides)
         self.align.to(device).train(self.training)
+        if self.aux is not None and not self.freeze_aux:
+            self.aux.unfreeze().train(self.training)
         self.plan = plan
         return swapped
 

@@ -20,7 +20,7 @@ from fusionseg.fusion import PLAN_NEEDED, PlannedPyramid, plain
 from fusionseg.heads.config import HeadConfig
 from fusionseg.heads.mask2former import HEAD_STRIDES, Mask2FormerOutput
 from fusionseg.heads.postprocess import postprocess
-from fusionseg.optim import build_schedule, param_groups
+from fusionseg.optim import build_schedule, param_groups, split_decay
 from fusionseg.plan import FusionPlan
 from fusionseg.structures import IGNORE_INDEX, TASKS, SegBatch, SegPrediction
 
@@ -39,6 +39,9 @@ class FusedSegModule(LightningModule):
             inference keeps only `thing_ids` when given).
         align / mode: how the aux is injected (see `fusionseg.fusion.MasterAuxPyramid`).
         freeze_master: a frozen master (the paper's FZ setting); no backbone parameter group then.
+        freeze_aux / aux_lr_mult: `freeze_aux=False` fine-tunes the auxiliary too (the paper's RQ5), with
+            gradients through the injection, at `lr * aux_lr_mult` (None: `backbone_lr_mult`). The default
+            keeps it frozen: its weights stay bit-identical.
         head: the Mask2Former head and its inference settings (`fusionseg.heads.HeadConfig`, or a dict of
             its fields).
         lr / weight_decay / backbone_lr_mult / warmup_steps / poly_power: AdamW with the master at
@@ -69,6 +72,8 @@ class FusedSegModule(LightningModule):
         align: Literal["project", "sample"] = "project",
         mode: Literal["replace", "add"] = "replace",
         freeze_master: bool = False,
+        freeze_aux: bool = True,
+        aux_lr_mult: float | None = None,
         head: HeadConfig | None = None,
         lr: float = 1e-4,
         weight_decay: float = 0.05,
@@ -85,6 +90,9 @@ class FusedSegModule(LightningModule):
         super().__init__()
         if task not in TASKS:
             raise ValueError(f"task={task!r}; expected one of {TASKS}")
+        if freeze_aux and aux_lr_mult is not None:
+            raise ValueError(f"aux_lr_mult={aux_lr_mult} trains the auxiliary: set freeze_aux=False with it "
+                             "(or drop aux_lr_mult to keep the auxiliary frozen)")
         self.save_hyperparameters()
         self.task = task
         self.num_classes = num_classes
@@ -93,7 +101,7 @@ class FusedSegModule(LightningModule):
         self.head_config = HeadConfig.parse(head)
         self.hparams["head"] = self.head_config.to_dict()  # plain types: checkpoints load with weights_only
         self.pyramid = PlannedPyramid(master, aux, align=align, mode=mode, freeze_master=freeze_master,
-                                      pretrained=pretrained)
+                                      pretrained=pretrained, freeze_aux=freeze_aux)
         self._store_specs()
         self.head = self._build_head()
         # Child modules, so Lightning moves them with the model; built per stage in `setup`.
@@ -252,6 +260,8 @@ class FusedSegModule(LightningModule):
         groups = param_groups(
             backbone, [self.pyramid.align, self.head], hp.lr, hp.weight_decay, hp.backbone_lr_mult
         )
+        if self.aux is not None and not self.aux.frozen:  # a fine-tuned aux (freeze_aux=False): its own lr
+            groups += self._aux_groups()
         optimizer = torch.optim.AdamW(groups, lr=hp.lr, weight_decay=hp.weight_decay)
         total = self.trainer.estimated_stepping_batches
         if not math.isfinite(total):
@@ -261,6 +271,14 @@ class FusedSegModule(LightningModule):
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         self._optimizer_built = True
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
+
+    def _aux_groups(self) -> list[dict[str, Any]]:
+        hp = self.hparams
+        lr = hp.lr * (hp.aux_lr_mult if hp.aux_lr_mult is not None else hp.backbone_lr_mult)
+        decay, no_decay = split_decay([self.aux])
+        groups = [{"name": "aux", "params": decay, "lr": lr, "weight_decay": hp.weight_decay},
+                  {"name": "aux_no_decay", "params": no_decay, "lr": lr, "weight_decay": 0.0}]
+        return [g for g in groups if g["params"]]
 
     # -- checkpoints: the plan is stored once, as the `plan` hyperparameter ------------------------------
     @override

@@ -31,8 +31,8 @@ FUSED_PLAN = {"master": "regions", "aux": "edges", "strides": [16]}
 
 
 def make_module(task: str = "semantic", **kwargs) -> FusedSegModule:
-    args = dict(master="regions:channels=32", aux="edges:channels=16", plan=FUSED_PLAN, task=task, num_classes=3,
-                thing_ids=[1, 2], lr=3e-3, warmup_steps=0, head=TINY)
+    args = dict(master="regions:channels=32", aux="edges:channels=16", plan={**FUSED_PLAN, "task": task}, task=task,
+                num_classes=3, thing_ids=[1, 2], lr=3e-3, warmup_steps=0, head=TINY)
     args.update(kwargs)
     return FusedSegModule(**args)
 
@@ -299,3 +299,19 @@ def test_the_evaluation_rules_follow_the_evaluated_dataset() -> None:
     module = make_module("instance", eval_rules="cityscapes")
     module.setup("validate")
     assert type(module.evaluators["val"]).__name__ == "CityscapesInstanceEvaluator"
+
+
+def test_a_fine_tuned_aux_trains_at_its_own_rate_and_the_default_leaves_it_bit_identical() -> None:
+    with pytest.raises(ValueError, match="freeze_aux=False"):
+        make_module(aux_lr_mult=0.5)
+    frozen, tuned = make_module(), make_module(freeze_aux=False, aux_lr_mult=0.5)
+    before = {name: {k: v.clone() for k, v in m.aux.state_dict().items()} for name, m in
+              (("frozen", frozen), ("tuned", tuned))}
+    for module in (frozen, tuned):
+        trainer(max_steps=3).fit(module, loader(train_batch("semantic"), 3))
+    assert all(torch.equal(v, before["frozen"][k]) for k, v in frozen.aux.state_dict().items())
+    assert any(not torch.equal(v, before["tuned"][k]) for k, v in tuned.aux.state_dict().items())
+    groups = {g["name"]: g for g in tuned.trainer.optimizers[0].param_groups}
+    assert groups["aux"]["initial_lr"] == pytest.approx(3e-3 * 0.5)
+    assert {id(p) for p in tuned.aux.parameters()} <= {id(p) for g in groups.values() for p in g["params"]}
+    assert not tuned.aux.frozen and tuned.aux.training == tuned.master.training  # its mode follows the model's

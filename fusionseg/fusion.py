@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from typing_extensions import override
 
 from fusionseg.encoders.base import Encoder
 from fusionseg.encoders.spec import EncoderSpec
@@ -358,11 +359,13 @@ class PlannedPyramid(MasterAuxPyramid):
         self.plan = plan
         return swapped
 
+    @override
     def forward(self, images: Tensor) -> dict[int, Tensor]:
         if self.plan is None:
             raise RuntimeError(PLAN_NEEDED)
         return super().forward(images)
 
+    @override
     def parts(self, images: Tensor) -> PyramidParts:
         if self.plan is None:
             raise RuntimeError(PLAN_NEEDED)

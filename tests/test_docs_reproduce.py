@@ -31,6 +31,7 @@ EXPECTED_RUNS = {
                                "synscapes_to_cityscapes_instance") for s in ("", "_d3", "_s2")),
     *(f"runs/stride_{setting}_os{stride}" for setting in "ABCD" for stride in (4, 8, 16, 32)),
     "runs/rq5_sam2_ft",
+    "runs/rq5_aux_ft",
 }
 
 

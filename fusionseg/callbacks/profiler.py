@@ -143,7 +143,7 @@ class MetricProfiler(Callback):
         role_of = {plan.master: "master", plan.aux: "aux"}
         self.profiles = {role_of[names[r]]: {"encoder": str(encoders[r][0]), "values": values[r],
                                              "from_cache": from_cache[r]} for r in encoders}
-        rank_zero_info(f"MetricProfiler: {plan.summary()}")
+        # Prints the plan, why, and the SC/EF table; saves them under <root>/profile and sends them to the loggers.
         log_profiles(trainer, profile, plan, {role_of[names[r]]: from_cache[r] for r in encoders})
 
     def _batches(self, trainer: Trainer, loader: DataLoader) -> _ProfileBatches:

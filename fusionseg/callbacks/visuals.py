@@ -183,7 +183,7 @@ class TensorBoardVisuals(Callback):
     def _log_feature_metrics(self, trainer: Trainer, role: str, feats: dict[int, Tensor], images: Tensor,
                              batch: SegBatch, step: int) -> None:
         measured = {s: f for s, f in feats.items() if s not in self._unmeasured}
-        values = per_image_metrics(measured, images, batch.image_sizes, seed=0)
+        values = per_image_metrics(measured, images, batch.image_sizes, seed=0, extras=False)  # SC/EF only
         scalars = {feature_tag(metric, role, stride): float(np.mean(metrics[metric].cpu().numpy()))
                    for stride, metrics in values.items() for metric in ("sc", "ef")}
         log_scalars(trainer, scalars, step)

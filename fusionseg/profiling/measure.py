@@ -34,27 +34,30 @@ def fields() -> tuple[str, ...]:
 
 
 @torch.no_grad()
-def measure_pyramid(feats: Mapping[int, Tensor], images: Tensor, seed: int = 0) -> dict[int, dict[str, Tensor]]:
-    """`{stride: {field: (B,) float32}}` of a `{stride: (B, C, h, w)}` pyramid of `(B, 3, H, W)` images in [0, 1]."""
+def measure_pyramid(feats: Mapping[int, Tensor], images: Tensor, seed: int = 0, extras: bool = True
+                    ) -> dict[int, dict[str, Tensor]]:
+    """`{stride: {field: (B,) float32}}` of a `{stride: (B, C, h, w)}` pyramid of `(B, 3, H, W)` images in [0, 1].
+
+    `extras=False` leaves out `EXTRA_METRICS` (e.g. for pictures that show only SC and EF)."""
     feats = {int(s): f.float() for s, f in feats.items()}
     out = pyramid_metrics(feats, images, seed=seed)
     for s, f in feats.items():
         out[s][NONFINITE] = (~torch.isfinite(f.flatten(1)).all(dim=1)).float()
-        for name, score in EXTRA_METRICS.items():
+        for name, score in (EXTRA_METRICS.items() if extras else ()):
             out[s][name] = score(f, images).float()
     return out
 
 
 @torch.no_grad()
 def per_image_metrics(feats: Mapping[int, Tensor], images: Tensor,
-                      image_sizes: Sequence[tuple[int, int]] | None = None, seed: int = 0
+                      image_sizes: Sequence[tuple[int, int]] | None = None, seed: int = 0, extras: bool = True
                       ) -> dict[int, dict[str, Tensor]]:
     """`measure_pyramid` on each image's unpadded part (`image_sizes[i]` = `(h, w)` inside the padding)."""
     full = tuple(images.shape[-2:])
     if image_sizes is None or all(tuple(size) == full for size in image_sizes):
-        return measure_pyramid(feats, images, seed=seed)
+        return measure_pyramid(feats, images, seed=seed, extras=extras)
     parts: list[dict[int, dict[str, Tensor]]] = []
     for i, (h, w) in enumerate(image_sizes):
         crop = {s: f[i : i + 1, :, : math.ceil(h / s), : math.ceil(w / s)] for s, f in feats.items()}
-        parts.append(measure_pyramid(crop, images[i : i + 1, :, :h, :w], seed=seed))
+        parts.append(measure_pyramid(crop, images[i : i + 1, :, :h, :w], seed=seed, extras=extras))
     return {s: {name: torch.cat([p[s][name] for p in parts]) for name in parts[0][s]} for s in parts[0]}

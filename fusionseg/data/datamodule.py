@@ -75,7 +75,7 @@ def check_numbers(args: Mapping[str, Any]) -> None:
 
 
 class SegDataModule(LightningDataModule):
-    """Training and evaluation data for one dataset and task.
+    """Training and evaluation data for one task: one dataset, or a training and an evaluation dataset (`val_dataset`).
 
     Training (`TrainTransform`, Mask2Former's recipes): random resize (`resize: short_side`, the short side
     `scale * scale_base` with `scale` in `scale_range`, chosen every `scale_step` when set, long side at most

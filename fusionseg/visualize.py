@@ -77,29 +77,6 @@ def to_uint8(image: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarr
     return arr
 
 
-def save_image(path: str | Path, image: np.ndarray, size: tuple[int, int] | None = None) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(to_uint8(image, size)).save(path)
-    return path
-
-
-def save_feature_maps(
-    out_dir: str | Path, encoder: str, feats: Mapping[int, Tensor], images: Tensor
-) -> list[Path]:
-    """Write `<out_dir>/<encoder>/stride<s>_img<i>_pca.png` and `..._edges.png` for every image and stride,
-    enlarged to the image size."""
-    size = tuple(images.shape[-2:])
-    written = []
-    for stride, feat in sorted(feats.items()):
-        pcas, overlays = pca_rgb(feat), edge_overlay(feat, images)
-        for i in range(feat.shape[0]):
-            stem = Path(out_dir) / encoder / f"stride{stride}_img{i}"
-            written.append(save_image(f"{stem}_pca.png", pcas[i], size))
-            written.append(save_image(f"{stem}_edges.png", overlays[i], size))
-    return written
-
-
 EDGE_LEGEND = tuple((name, tuple(round(255 * c) for c in rgb)) for name, rgb in (
     ("image edges only", IMAGE_EDGE_RGB), ("feature edges only", FEATURE_EDGE_RGB), ("both (what EF rewards)", BOTH_RGB)))
 

@@ -2,7 +2,8 @@
 
     fusionseg profile --encoders edges regions --images DIR --num-images 8 --image-size 512 --out OUT
 
-Writes OUT/profile.json, profile.csv, plan.json, profile.png and OUT/maps/<encoder>/... pictures,
+Writes OUT/profile.json, profile.csv, plan.json, profile.png and OUT/maps/<encoder>.png (one contact sheet
+per encoder: PCA and edge maps of every stride, titled, with a legend),
 and prints the SC/EF table and the plan. Unreadable images are skipped and counted, as the datasets do
 with `skip_corrupt`; an OUT that cannot be written is reported before any work starts.
 """
@@ -27,8 +28,8 @@ from fusionseg.data.errors import CorruptFileError
 from fusionseg.data.io import read_image
 from fusionseg.encoders import Encoder, EncoderPluginError, EncoderSpec, UnknownEncoderError
 from fusionseg.plan import PLAN_TASKS, encoder_names
-from fusionseg.profiling import DEFAULT_PLAN_METRIC, PLAN_METRICS, plan_fusion, profile_encoders
-from fusionseg.visualize import save_feature_maps, save_image, save_profile_figure
+from fusionseg.profiling import DEFAULT_PLAN_METRIC, PLAN_METRICS, Profile, plan_fusion, profile_encoders
+from fusionseg.visualize import save_contact_sheet, save_profile_figure
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -165,7 +166,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda[:N]")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num-maps", type=int, default=2, help="images drawn per encoder and stride into OUT/maps")
+    parser.add_argument("--num-maps", type=int, default=2,
+                        help="images drawn on each encoder's contact sheet OUT/maps/<encoder>.png")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(list(argv))
     for name in ("num_images", "image_size", "batch_size"):
@@ -221,28 +223,36 @@ def run(args: argparse.Namespace) -> int:
     if plan is not None:
         plan.save(out / "plan.json")
     save_profile_figure(out / "profile.png", profile, plan)
-    _draw_maps(out / "maps", encoders, images[: args.num_maps], device)
+    sheets = _draw_maps(out / "maps", encoders, images[: args.num_maps], device, profile)
     print()
     print(profile.table(("sc", "ef", "ef_cc", "fcd")))
     print()
     if plan is None:
         print("one encoder profiled: no fusion plan (a plan needs a structure-strong and an edge-strong encoder)")
     else:
+        from fusionseg.callbacks.profile_report import explain_plan
+
         print(f"plan: {plan.summary()}")
-    print(f"wrote {out}/profile.json, profile.csv{', plan.json' if plan else ''}, profile.png and maps/")
+        print("\n".join(f"  {line}" for line in explain_plan(plan, profile)))
+    maps = f" and maps/ ({', '.join(p.name for p in sheets)})" if sheets else ""
+    print(f"wrote {out}/profile.json, profile.csv{', plan.json' if plan else ''}, profile.png{maps}")
     return 0
 
 
 @torch.no_grad()
-def _draw_maps(folder: Path, encoders: dict[str, Encoder], images: Tensor, device: torch.device) -> None:
+def _draw_maps(folder: Path, encoders: dict[str, Encoder], images: Tensor, device: torch.device,
+               profile: Profile) -> list[Path]:
+    """One contact sheet per encoder, `folder/<encoder>.png`."""
     if images.shape[0] == 0:
-        return
-    for i, image in enumerate(images):
-        save_image(folder / f"image{i}.png", image.permute(1, 2, 0).numpy())
+        return []
+    sheets = []
+    x = images.to(device)
     for label, enc in encoders.items():
-        x = images.to(device)
-        # A full spec (`timm:model_name=resnet18`) names a folder as `timm-model_name-resnet18`.
-        save_feature_maps(folder, re.sub(r"[^\w.]+", "-", label).strip("-"), enc(enc.normalize(x)), x)
+        # A full spec (`timm:model_name=resnet18`) names the file `timm-model_name-resnet18.png`.
+        name = re.sub(r"[^\w.]+", "-", label).strip("-")
+        feats = {s: f.cpu() for s, f in enc(enc.normalize(x)).items()}
+        sheets.append(save_contact_sheet(folder / f"{name}.png", label, feats, images.cpu(), profile=profile))
+    return sheets
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,6 +7,7 @@ archive`. `check_checkpoint` names the file, says what it is and what was expect
 
 from __future__ import annotations
 
+import inspect
 import pickle
 import zipfile
 from pathlib import Path
@@ -67,13 +68,13 @@ def _prefixes(names: Any) -> set[str]:
     return {str(n).split(".", 1)[0] for n in names}
 
 
-def check_checkpoint(path: str | Path, model: nn.Module | None = None) -> None:
+def check_checkpoint(path: str | Path, model: nn.Module | None = None, model_class: type | None = None) -> None:
     """Raise `CheckpointError` (or FileNotFoundError) if `path` is not a Lightning checkpoint of `model`'s kind.
 
     Checked, without reading the tensors (the file is memory-mapped): that it exists; that it is a torch.save
     archive (not text, not truncated, not safetensors); that it holds Lightning's training state (not a plain
-    state dict); with `model`, that its weights are named like the model's and that its `task` and
-    `num_classes` hyperparameters match the model's.
+    state dict); with `model_class`, that its hyperparameters are arguments of that class; with `model`, that
+    its weights are named like the model's and that its `task` and `num_classes` match the model's.
     """
     path = Path(path).expanduser()
     if not path.exists():
@@ -95,8 +96,21 @@ def check_checkpoint(path: str | Path, model: nn.Module | None = None) -> None:
                                         f"Lightning's training state ('pytorch-lightning_version', loops, optimizer)")
         raise CheckpointError(path, f"not a Lightning checkpoint (no 'pytorch-lightning_version'; its keys: "
                                     f"{sorted(map(str, checkpoint))[:8]})")
+    if model_class is not None:
+        _check_class(path, checkpoint, model_class)
     if model is not None:
         _check_model(path, checkpoint, model)
+
+
+def _check_class(path: Path, checkpoint: dict[str, Any], model_class: type) -> None:
+    hparams = checkpoint.get("hyper_parameters") or {}
+    params = inspect.signature(model_class.__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(str(k) for k in hparams if k not in params and not str(k).startswith("_"))
+    if unknown:
+        raise CheckpointError(path, f"a checkpoint of another model, or of an older version: its hyperparameters "
+                                    f"{unknown[:5]} are not arguments of {model_class.__name__}")
 
 
 def _check_model(path: Path, checkpoint: dict[str, Any], model: nn.Module) -> None:

@@ -145,6 +145,12 @@ class FusedSegModule(LightningModule):
         """
         if self._optimizer_built and plan != self.plan:
             raise RuntimeError("set_plan must run before the optimizer is created (e.g. in a callback's setup hook)")
+        if plan.task in TASKS and plan.task != self.task:  # an "edge" plan is a deliberate choice of rules
+            raise ValueError(
+                f"the fusion plan ({plan.summary()}) was made for task {plan.task!r}, but this model is "
+                f"{self.task!r}; plans are chosen per task. Profile for this task (`--model.plan auto`, or "
+                f"`fusionseg profile --task {self.task}`), or give a plan made for {self.task!r}"
+            )
         swapped = self.pyramid.set_plan(plan)
         if swapped:
             rank_zero_info(f"FusedSegModule: the plan makes {self.master_spec} the master and {self.aux_spec} the "

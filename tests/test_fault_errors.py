@@ -130,3 +130,16 @@ def test_coco_annotations_without_area_are_counted_not_dropped_silently(tmp_path
     assert annotations.dropped_annotations == {"an empty polygon list": 1, "polygons of fewer than 3 points": 1}
     assert "skipping 2 of 3 annotations that have no area" in caplog.text and str(path) in caplog.text
     assert annotations.load_target(0).labels.tolist() == [0]  # the one with area is kept
+
+
+def test_a_checkpoint_whose_hyperparameters_another_class_takes_is_refused_before_loading(tmp_path, boring_ckpt):
+    ckpt = torch.load(boring_ckpt, weights_only=True)
+    ckpt["hyper_parameters"] = {"hidden_size": 32, "task": "semantic"}
+    path = tmp_path / "other.ckpt"
+    torch.save(ckpt, path)
+
+    class Model:
+        def __init__(self, master: str, task: str = "semantic") -> None: ...
+
+    with pytest.raises(CheckpointError, match=r"hyperparameters \['hidden_size'\] are not arguments of Model"):
+        check_checkpoint(path, model_class=Model)

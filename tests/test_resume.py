@@ -130,6 +130,12 @@ def test_a_crashed_run_resumes_from_last_ckpt_with_its_plan_and_data_position(tm
     assert straight.trainer.global_step == 6
     assert [b["ids"] for b in reference["batches"][2:]] == [b["ids"] for b in probe["batches"]]
     assert reference["plan"] == crashed_plan
+    # ... and ends with exactly its weights: generators and augmentations continue where they stopped.
+    assert reference["weights"] == probe["weights"]
+    resumed_sd = torch.load(last, weights_only=True)["state_dict"]
+    straight_sd = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert resumed_sd.keys() == straight_sd.keys()
+    assert all(torch.equal(resumed_sd[k], straight_sd[k]) for k in resumed_sd)
 
 
 def test_a_run_killed_with_sigkill_resumes_from_its_last_checkpoint(tmp_path):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import torch
 from torch import nn
 
 from fusionseg.encoders.spec import EncoderSpec
+from fusionseg.io_atomic import atomic_write_text
 
 CACHE_ENV = "FUSIONSEG_PROFILE_CACHE"
 DEFAULT_CACHE_DIR = "~/.cache/fusionseg/profiles"
@@ -104,11 +104,6 @@ class ProfileCache:
             return None  # a damaged entry is recomputed and overwritten
 
     def put(self, key: str, values: PerImageValues, meta: Mapping[str, Any] | None = None) -> Path:
-        """Write atomically (temp file + rename), so concurrent runs never read half an entry."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        """Write atomically (`fusionseg.io_atomic`, as checkpoints are), so no run reads half an entry."""
         payload = {"meta": dict(meta or {}), "values": {str(s): per for s, per in values.items()}}
-        fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, default=float)
-        os.replace(tmp, self.path(key))
-        return self.path(key)
+        return atomic_write_text(self.path(key), json.dumps(payload, default=float))

@@ -27,17 +27,18 @@ class StepProgressBar(TQDMProgressBar):
     """One training bar for the whole run, in optimizer steps (`fit 120/600`), starting at the resumed step;
     the metrics shown without `v_num`. Validation, test and predict bars are Lightning's."""
 
-    description = "fit"
+    @property
+    @override
+    def train_description(self) -> str:
+        return "fit"
 
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
         bar = self.train_progress_bar
         total = run_total(trainer)
-        bar.reset(total=None if math.isinf(total) else total)
-        bar.initial = 0
+        bar.total = None if math.isinf(total) else total
         bar.n = trainer.global_step  # a resumed run starts where it stopped
-        bar.set_description(self.description)
         bar.refresh()
 
     @override

@@ -43,7 +43,8 @@ class _Seg(nn.Module):
 def test_a_random_file_is_named_and_called_not_a_pytorch_file(tmp_path):
     path = tmp_path / "weights.ckpt"
     path.write_bytes(os.urandom(256).replace(b"P", b"Q"))
-    with pytest.raises(CheckpointError, match=r"--ckpt_path .*weights\.ckpt: not a PyTorch file .*Expected a Lightning"):
+    expected = r"--ckpt_path .*weights\.ckpt: not a PyTorch file .*Expected a Lightning"
+    with pytest.raises(CheckpointError, match=expected):
         check_checkpoint(path)
 
 

@@ -57,7 +57,8 @@ def test_a_checkpoint_of_non_finite_weights_is_never_written(tmp_path):
                 with torch.no_grad():
                     self.layer.weight[0, 0] = float("inf")
 
-    with pytest.raises(NonFiniteError, match=r"refusing to save a checkpoint at step 2: 1 weight tensor.*layer\.weight"):
+    expected = r"refusing to save a checkpoint at step 2: 1 weight tensor.*layer\.weight"
+    with pytest.raises(NonFiniteError, match=expected):
         _fit(tmp_path, Poisoned())
     assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 1
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["last.ckpt"]

@@ -21,7 +21,6 @@ summaries in `<out>/tb`, with the plan metrics' curves over strides from a profi
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import shlex
 import subprocess
@@ -36,13 +35,12 @@ import yaml
 
 from fusionseg.encoders.spec import EncoderSpec
 from fusionseg.plan import FusionPlan
+from fusionseg.profiling import PLAN_METRICS
 
 DEFAULT_STRIDES = ("4", "8", "16", "32")  # the Mask2Former head's pyramid (fusionseg.heads.mask2former.HEAD_STRIDES)
 MASTER_ALONE = "master"
 SETTINGS_FILE = "sweep_settings.json"
 RESULT_FILE = "result.json"
-# Plan metrics that profiles measure only when asked: name -> `fn(feat, images) -> (B,)`.
-STRIDE_SCORES = {"fcd": "fusionseg.metrics.fcd.fcd"}
 
 
 # -- the candidate plans --------------------------------------------------------------------------
@@ -67,14 +65,9 @@ def plan_name(strides: Sequence[int]) -> str:
 
 
 def plan_encoder_names(master: EncoderSpec, aux: EncoderSpec) -> tuple[str, str]:
-    """How a plan names the two encoders: the naming rule the profiler's own plans use."""
-    try:
-        from fusionseg.plan import encoder_names  # the one naming rule of plans and profiles
-    except ImportError:  # before the plan redesign the rule lived with the profiler's report
-        from fusionseg.callbacks.profile_report import encoder_names as by_role
+    """How a plan names the two encoders: the one naming rule of plans and profiles."""
+    from fusionseg.plan import encoder_names
 
-        names = by_role(master, aux)
-        return names["master"], names["aux"]
     master_name, aux_name = encoder_names([master, aux])
     return master_name, aux_name
 
@@ -243,9 +236,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="profile.json of the two encoders (default: computed with `fusionseg profile --data`)")
     parser.add_argument("--profile-images", type=int, default=16, help="validation images profiled (default 16)")
     parser.add_argument("--profile-size", type=int, default=512, help="profile image size S x S (default 512)")
-    parser.add_argument("--plan-metrics", nargs="+", default=["ef", "ef_cc", "fcd"],
-                        help="aux metrics whose argmax over strides is a candidate rule (default: ef ef_cc fcd, "
-                             "those in the profile)")
+    parser.add_argument("--plan-metrics", nargs="+", default=list(PLAN_METRICS),
+                        help="per-stride scores of the auxiliary to judge, each choosing its argmax stride "
+                             f"(default: every plan metric, {' '.join(PLAN_METRICS)})")
     args = parser.parse_args(own)
     args.overrides = overrides
     if args.seeds < 1:
@@ -280,25 +273,6 @@ def profile_argv(args: argparse.Namespace, setup: ModelSetup) -> list[str]:
     return ["--data", str(args.config), "--encoders", str(setup.master), str(setup.aux),
             "--out", str(args.out / "profile"), "--num-images", str(args.profile_images),
             "--image-size", str(args.profile_size), "--task", setup.task, "--num-maps", "0", "--no-progress"]
-
-
-def profile_encoders_with(plan_metrics: Sequence[str], argv: Sequence[str]) -> int:
-    """`fusionseg profile ARGV`, also measuring the plan metrics that profiles do not record yet (the released
-    code's `fcd`), through the profiling's registry of extra stride scores."""
-    from fusionseg.commands.profile import main as profile_main
-    from fusionseg.profiling.measure import EXTRA_METRICS
-
-    added = {}
-    for name in plan_metrics:
-        if name in STRIDE_SCORES and name not in EXTRA_METRICS:
-            module, function = STRIDE_SCORES[name].rsplit(".", 1)
-            added[name] = getattr(importlib.import_module(module), function)
-    EXTRA_METRICS.update(added)
-    try:
-        return profile_main(list(argv))
-    finally:
-        for name in added:
-            EXTRA_METRICS.pop(name, None)
 
 
 def fusionseg_command() -> list[str]:
@@ -349,7 +323,9 @@ def run_sweep(args: argparse.Namespace) -> int:
     if args.profile is None and not profile_path.is_file():
         # Before training: what the plan metrics predict is on record before any result is.
         print("profiling the encoders for the plan metrics' curves ...", flush=True)
-        if profile_encoders_with(args.plan_metrics, profile_argv(args, setup)) != 0:
+        from fusionseg.commands.profile import main as profile_main
+
+        if profile_main(profile_argv(args, setup)) != 0:
             print("    the profile failed: the report will have no plan-metric curves", flush=True)
     if not args.report_only:
         print(f"sweep: {len(plans)} plans x {args.seeds} seeds, {steps} steps each, in {out}; "

@@ -14,8 +14,10 @@ recomputed and the correlation taken again.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -186,3 +188,20 @@ def agreement_markdown(agreement: Mapping[str, Any]) -> str:
         lines.append(f"SC and SC_GT share the SFC factor; without it, SCS against the labels' clustering score "
                      f"(SC_GT^2 / SFC): Spearman {agreement['spearman_scs_vs_gt_clustering']:.3f}.")
     return "\n".join(lines) + "\n"
+
+
+def sc_gt_report(datamodule: Any, encoders: Mapping[str, nn.Module], num_images: int, size: int, out: Path,
+                 batch_size: int = 4, seed: int = 0, bootstrap: int = 1000) -> str:
+    """SC vs SC_GT of `encoders` on the labelled validation images of `datamodule` (the images `fusionseg
+    profile --data` profiles): writes `out/sc_gt.json` and `out/sc_gt.md` and returns the Markdown."""
+    images, segments = labelled_images(datamodule, num_images, size)
+    if bool((segments == IGNORE_INDEX).all()):
+        return "SC_GT: the validation images carry no labelled segments; nothing to compare SC with\n"
+    values = sc_and_sc_gt(encoders, images, segments, batch_size, seed)
+    if sum(len(strides) for strides in values.values()) < 3:
+        return "SC_GT: fewer than 3 encoder x stride points; no rank correlation to report\n"
+    agreement = sc_agreement(values, bootstrap, seed)
+    text = agreement_markdown(agreement)
+    Path(out, "sc_gt.json").write_text(json.dumps(agreement, indent=2) + "\n")
+    Path(out, "sc_gt.md").write_text(text)
+    return text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -92,3 +93,19 @@ def test_sc_and_sc_gt_of_the_reference_encoders():
             assert torch.allclose(v["sc"], (v["sfc"] * v["scs"]).sqrt())
             assert bool(((v["sc_gt"] >= 0) & (v["sc_gt"] <= 1)).all())
     assert {name: e.training for name, e in encoders.items()} == modes  # measured in eval mode, then restored
+
+
+def test_profile_with_labelled_data_compares_sc_with_sc_gt(tmp_path, capsys):
+    from fusionseg.commands.profile import main
+
+    config = tmp_path / "data.yaml"
+    config.write_text("data: {dataset: synthetic, synthetic_val_images: 2, synthetic_image_size: 64, num_workers: 0}")
+    argv = ["--data", str(config), "--encoders", "edges:channels=8", "regions:channels=8", "--num-images", "2",
+            "--image-size", "64", "--num-maps", "0", "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 0
+    agreement = json.loads((tmp_path / "a" / "sc_gt.json").read_text())
+    assert agreement["num_points"] == 8 and agreement["num_images"] == 2
+    assert {p["encoder"] for p in agreement["points"]} == {"edges", "regions"}  # named as the profile names them
+    assert "Spearman(SC, SC_GT) over 8 encoder x stride points" in capsys.readouterr().out
+    assert main([*argv, "--out", str(tmp_path / "b"), "--no-sc-gt"]) == 0
+    assert not (tmp_path / "b" / "sc_gt.json").exists()

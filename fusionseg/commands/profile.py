@@ -169,6 +169,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--num-maps", type=int, default=2,
                         help="images drawn on each encoder's contact sheet OUT/maps/<encoder>.png")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-sc-gt", action="store_true",
+                        help="with --data: skip SC_GT, SC with the labels' segments as clusters, and the Spearman "
+                             "correlation of SC with it over encoders x strides (OUT/sc_gt.json, sc_gt.md)")
     args = parser.parse_args(list(argv))
     for name in ("num_images", "image_size", "batch_size"):
         if getattr(args, name) < 1:
@@ -236,6 +239,13 @@ def run(args: argparse.Namespace) -> int:
         print("\n".join(f"  {line}" for line in explain_plan(plan, profile)))
     maps = f" and maps/ ({', '.join(p.name for p in sheets)})" if sheets else ""
     print(f"wrote {out}/profile.json, profile.csv{', plan.json' if plan else ''}, profile.png{maps}")
+    if args.data is not None and not args.no_sc_gt:  # labelled images: does SC rank as the labels do?
+        from fusionseg.profiling.sc_gt import sc_gt_report
+
+        datamodule = build_datamodule(args.data)
+        datamodule.skip_corrupt = True
+        text = sc_gt_report(datamodule, encoders, args.num_images, args.image_size, out, args.batch_size, args.seed)
+        print(f"\nSC against the labels (SC_GT), on the same images:\n{text}", end="")
     return 0
 
 

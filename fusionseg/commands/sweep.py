@@ -272,7 +272,8 @@ def profile_argv(args: argparse.Namespace, setup: ModelSetup) -> list[str]:
     assert setup.aux is not None
     return ["--data", str(args.config), "--encoders", str(setup.master), str(setup.aux),
             "--out", str(args.out / "profile"), "--num-images", str(args.profile_images),
-            "--image-size", str(args.profile_size), "--task", setup.task, "--num-maps", "0", "--no-progress"]
+            "--image-size", str(args.profile_size), "--task", setup.task, "--num-maps", "0", "--no-progress",
+            "--no-sc-gt"]
 
 
 def fusionseg_command() -> list[str]:

@@ -193,7 +193,8 @@ def agreement_markdown(agreement: Mapping[str, Any]) -> str:
 def sc_gt_report(datamodule: Any, encoders: Mapping[str, nn.Module], num_images: int, size: int, out: Path,
                  batch_size: int = 4, seed: int = 0, bootstrap: int = 1000) -> str:
     """SC vs SC_GT of `encoders` on the labelled validation images of `datamodule` (the images `fusionseg
-    profile --data` profiles): writes `out/sc_gt.json` and `out/sc_gt.md` and returns the Markdown."""
+    profile --data` profiles): writes `out/sc_gt.json` and `out/sc_gt.md` and returns the Markdown (and what
+    it wrote), or why there was nothing to compare."""
     images, segments = labelled_images(datamodule, num_images, size)
     if bool((segments == IGNORE_INDEX).all()):
         return "SC_GT: the validation images carry no labelled segments; nothing to compare SC with\n"
@@ -204,4 +205,4 @@ def sc_gt_report(datamodule: Any, encoders: Mapping[str, nn.Module], num_images:
     text = agreement_markdown(agreement)
     Path(out, "sc_gt.json").write_text(json.dumps(agreement, indent=2) + "\n")
     Path(out, "sc_gt.md").write_text(text)
-    return text
+    return f"{text}wrote {Path(out) / 'sc_gt.json'}, sc_gt.md\n"

@@ -54,8 +54,7 @@ class StepProgressBar(TQDMProgressBar):
             return
         if step % max(1, self.refresh_rate) == 0 or step == bar.total:
             bar.n = step
-            bar.set_postfix(self.get_metrics(trainer, pl_module))
-            bar.refresh()
+            bar.set_postfix(self.get_metrics(trainer, pl_module))  # redraws the bar once
 
     @override
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -195,3 +195,17 @@ def test_sweep_runs_two_plans_end_to_end(tmp_path, monkeypatch):
     # Run again: everything is finished, nothing is trained.
     monkeypatch.setattr(sweep.subprocess, "call", lambda *a, **k: pytest.fail("a finished run was started again"))
     assert main(argv) == 0
+
+
+def test_the_report_says_when_the_seeds_cannot_tell_the_strides_apart(tmp_path):
+    plans = {"master": None, **{f"os{s}": FusionPlan("regions", "edges", (s,)) for s in (4, 8)}}
+    profile = _profile(tmp_path / "profile.json", {4: 5.0, 8: 9.0})
+    noisy = {"master": {0: {"mIoU": 10.0}, 1: {"mIoU": 12.0}},
+             "os4": {0: {"mIoU": 8.0}, 1: {"mIoU": 16.0}}, "os8": {0: {"mIoU": 9.0}, 1: {"mIoU": 14.0}}}
+    report = build_report(noisy, plans, "semantic", 5, profile, ["ef"])
+    ef = report["plan_metrics"][0]
+    assert (ef["chosen_stride"], ef["best_stride"], ef["hit"]) == (8, 4, False)
+    assert ef["best_minus_runner_up"]["mean"] == pytest.approx(0.5)
+    assert any("do not tell the strides apart" in n for n in report["notes"])
+    clear = {**noisy, "os4": {0: {"mIoU": 30.0}, 1: {"mIoU": 31.0}}}
+    assert not any("apart" in n for n in build_report(clear, plans, "semantic", 5, profile, ["ef"])["notes"])

@@ -100,8 +100,9 @@ def stride_analysis(rows: Sequence[dict[str, Any]], profile: Mapping[str, Any], 
                     boundary: str | None) -> list[dict[str, Any]]:
     """Per plan metric: its curve over strides, the stride it chooses (argmax over the strides whose maps
     are at least `fusionseg.profiling.MIN_MAP_SIDE` px, as the plan rule), the best single stride by the
-    headline's mean, whether they agree, the chosen-minus-best difference, and Spearman's rho between the
-    metric and the gain over the swept strides."""
+    headline's mean, whether they agree, the chosen-minus-best difference, the best's margin over the
+    runner-up (both ± standard error: a margin within it means the seeds cannot tell the strides apart),
+    and Spearman's rho between the metric and the gain over the swept strides."""
     from fusionseg.profiling import MIN_MAP_SIDE  # the plan rule's: smaller maps take no part
 
     single = {row["strides"][0]: row for row in rows if len(row["strides"]) == 1 and row[headline]["n"]}
@@ -112,12 +113,17 @@ def stride_analysis(rows: Sequence[dict[str, Any]], profile: Mapping[str, Any], 
         usable = {s: v for s, v in curve.items() if sides.get(s, MIN_MAP_SIDE) >= MIN_MAP_SIDE}
         chosen = _best(usable)
         swept = sorted(s for s in single if s in curve)
+        runner_up = _best({s: r[headline]["mean"] for s, r in single.items() if s != best})
         entry: dict[str, Any] = {
             "metric": name, "curve": curve, "excluded_strides": sorted(set(curve) - set(usable)),
             "chosen_stride": chosen, "best_stride": best, "swept_strides": swept,
             "hit": None if chosen not in single or best is None else chosen == best,
             "chosen_minus_best": (difference(single[chosen][headline], single[best][headline])
-                                  if chosen in single and best is not None else {"mean": None, "se": None}),
+                                  if chosen in single and best is not None and chosen != best
+                                  else {"mean": 0.0, "se": 0.0} if chosen == best else {"mean": None, "se": None}),
+            # Is the best stride told apart from the next one at all, given the seeds' spread?
+            "best_minus_runner_up": (difference(single[best][headline], single[runner_up][headline])
+                                     if runner_up is not None else {"mean": None, "se": None}),
             f"spearman_{headline}_gain": spearman([curve[s] for s in swept],
                                                   [single[s]["gain"][headline]["mean"] for s in swept]),
         }
@@ -147,6 +153,11 @@ def build_report(results: Results, plans: Mapping[str, FusionPlan | None], task:
         notes.append(f"plan metrics not in the profile: {', '.join(profile['missing'])}")
     if profile.get("note"):
         notes.append(profile["note"])
+    margin = analysis[0]["best_minus_runner_up"] if analysis else {"mean": None}
+    if margin["mean"] is not None and abs(margin["mean"]) < 2 * margin["se"]:
+        notes.append(f"the best stride ({analysis[0]['best_stride']}) leads the runner-up by {margin['mean']:.2f} ± "
+                     f"{margin['se']:.2f} {headline}, within two standard errors: these seeds do not tell the strides "
+                     "apart, so whether a metric's stride 'is best' is not established (more seeds or steps)")
     unfinished = [f"{r['plan']} ({r[headline]['n']} seeds)" for r in rows if r[headline]["n"] == 0]
     if unfinished:
         notes.append(f"plans without a finished run: {', '.join(unfinished)}")
@@ -196,7 +207,8 @@ def markdown(report: Mapping[str, Any]) -> str:
                   f"stride is its argmax over strides whose maps are at least {MIN_MAP_SIDE} px; the best stride is "
                   f"the single-stride plan with the highest mean {headline}.", ""]
         head = (["metric"] + [f"OS {s}" for s in strides] +
-                ["chosen", "best", "chosen is best", f"chosen − best {headline}", f"Spearman vs {headline} gain"])
+                ["chosen", "best", "chosen is best", f"chosen − best {headline}", f"best − runner-up {headline}",
+                 f"Spearman vs {headline} gain"])
         if boundary:
             head.append(f"Spearman vs {boundary} gain")
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -204,7 +216,7 @@ def markdown(report: Mapping[str, Any]) -> str:
             hit = {True: "yes", False: "no", None: "-"}[a["hit"]]
             cells = [a["metric"]] + [_num(a["curve"].get(s), 3) for s in strides]
             cells += [str(a["chosen_stride"]), str(a["best_stride"]), hit, _gain_cell(a["chosen_minus_best"]),
-                      _num(a[f"spearman_{headline}_gain"])]
+                      _gain_cell(a["best_minus_runner_up"]), _num(a[f"spearman_{headline}_gain"])]
             if boundary:
                 cells.append(_num(a[f"spearman_{boundary}_gain"]))
             lines.append("| " + " | ".join(cells) + " |")
@@ -271,10 +283,11 @@ def figure(report: Mapping[str, Any]) -> Any:
     right.set_xlabel("injection stride (output stride of the auxiliary's features)")
     right.set_ylabel("gain over the master alone (points)")
     twin = right.twinx()
-    for a, style in zip(report["plan_metrics"], ("--", "-.", ":", (0, (5, 1)))):
+    styles = zip(("--", "-.", ":", (0, (5, 1))), ("tab:green", "tab:purple", "tab:brown", "tab:gray"))
+    for a, (style, color) in zip(report["plan_metrics"], styles):
         curve = a["curve"]
         top = max(abs(v) for v in curve.values()) or 1.0
-        twin.plot(list(curve), [v / top for v in curve.values()], linestyle=style, marker=".", color="tab:green",
+        twin.plot(list(curve), [v / top for v in curve.values()], linestyle=style, marker=".", color=color,
                   label=f"{a['metric']} of the auxiliary / max (chooses {a['chosen_stride']})")
     twin.set_ylabel("plan metric, divided by its maximum")
     strides = sorted({s for s, _ in single} | {s for a in report["plan_metrics"] for s in a["curve"]})

@@ -57,8 +57,8 @@ def test_agreement_without_the_shared_sfc_factor():
     for strides in values.values():
         for v in strides.values():  # SFC constant: the clustering scores rank as SC does
             v["sfc"], v["scs"] = torch.ones(2), v["sc"] ** 2
-    assert sc_agreement(values, bootstrap=5)["spearman_scs_vs_gt_clustering"] == pytest.approx(1.0)
-    assert sc_agreement(_values(sc, sc), bootstrap=5)["spearman_scs_vs_gt_clustering"] is None
+    assert sc_agreement(values, bootstrap=5)["scs_vs_gt_clustering"]["spearman"] == pytest.approx(1.0)
+    assert sc_agreement(_values(sc, sc), bootstrap=5)["scs_vs_gt_clustering"] is None
 
 
 def test_agreement_needs_the_same_images_everywhere():

@@ -118,57 +118,63 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> float:
     return float(spearmanr(x, y).statistic)
 
 
+def _rank_agreement(x: np.ndarray, y: np.ndarray, bootstrap: int, seed: int) -> dict[str, Any]:
+    """Spearman of the per-point means of `(points, images)` arrays, and its spread when images are redrawn."""
+    n = x.shape[1]
+    rng = np.random.default_rng(seed)
+    draws = np.array([_spearman(x[:, idx].mean(1), y[:, idx].mean(1))
+                      for idx in (rng.integers(0, n, n) for _ in range(bootstrap))])
+    draws = draws[np.isfinite(draws)]
+    return {
+        "spearman": _spearman(x.mean(1), y.mean(1)),
+        "bootstrap": {"draws": int(draws.size), "mean": float(draws.mean()) if draws.size else math.nan,
+                      "std": float(draws.std(ddof=1)) if draws.size > 1 else math.nan,
+                      "ci95": [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))]
+                      if draws.size else [math.nan, math.nan]},
+    }
+
+
 def sc_agreement(values: Values, bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
     """How well SC ranks encoders x strides as SC_GT does.
 
     Returns `spearman` (over every encoder and stride, of the mean SC and mean SC_GT over images, as the
-    paper), `pearson`, the bootstrap spread of Spearman over images (`bootstrap`: `mean`, `std`, `ci95`),
-    `within_encoder` (Spearman over strides, per encoder), `spearman_scs_vs_gt_clustering` (SCS against
-    the labels' clustering score `SC_GT^2 / SFC`, without the SFC factor both share; None when the values
-    lack `sfc`/`scs`) and the `points` themselves.
+    paper), its `bootstrap` spread over images (`mean`, `std`, `ci95`), `pearson`, `within_encoder`
+    (Spearman over strides, per encoder), `scs_vs_gt_clustering` (the same for SCS against the labels'
+    clustering score `SC_GT^2 / SFC`: the comparison without the SFC factor SC and SC_GT share; None when
+    the values lack `sfc`/`scs`) and the `points` themselves.
     """
-    points = [(e, s, v["sc"], v["sc_gt"]) for e, strides in values.items() for s, v in strides.items()]
+    points = [(e, s, v) for e, strides in values.items() for s, v in strides.items()]
     if len(points) < 3:
         raise ValueError(f"SC vs SC_GT needs at least 3 encoder x stride points, got {len(points)}")
-    counts = {p[2].numel() for p in points}
+    counts = {v["sc"].numel() for _, _, v in points} | {v["sc_gt"].numel() for _, _, v in points}
     if len(counts) != 1:
         raise ValueError(f"every encoder and stride must be measured on the same images; image counts {counts}")
-    n = counts.pop()
-    sc = np.stack([p[2].double().numpy() for p in points])  # (points, images)
-    gt = np.stack([p[3].double().numpy() for p in points])
-    rho = _spearman(sc.mean(1), gt.mean(1))
-    rng = np.random.default_rng(seed)
-    draws = np.array([_spearman(sc[:, idx].mean(1), gt[:, idx].mean(1))
-                      for idx in (rng.integers(0, n, n) for _ in range(bootstrap))])
-    draws = draws[np.isfinite(draws)]
-    # SC and SC_GT share the SFC factor; SCS against the labels' own clustering score (SC_GT^2 / SFC) is
-    # the comparison without it.
+
+    def stack(key: str) -> np.ndarray:  # (points, images)
+        return np.stack([v[key].double().numpy() for _, _, v in points])
+
+    sc, gt = stack("sc"), stack("sc_gt")
+    result = {**_rank_agreement(sc, gt, bootstrap, seed),
+              "pearson": float(np.corrcoef(sc.mean(1), gt.mean(1))[0, 1]),
+              "num_points": len(points), "num_images": counts.pop()}
     clustering = None
-    if all("sfc" in v and "scs" in v for strides in values.values() for v in strides.values()):
-        scs = np.stack([values[e][s]["scs"].double().numpy() for e, s, _, _ in points])
-        sfc = np.stack([values[e][s]["sfc"].double().numpy() for e, s, _, _ in points])
+    if all("sfc" in v and "scs" in v for _, _, v in points):
+        scs, sfc = stack("scs"), stack("sfc")
         gt_clusters = np.divide(gt**2, sfc, out=np.zeros_like(gt), where=sfc > 0)
-        clustering = _spearman(scs.mean(1), gt_clusters.mean(1))
+        clustering = {**_rank_agreement(scs, gt_clusters, bootstrap, seed),
+                      "scs_mean": scs.mean(1).tolist(), "gt_clustering_mean": gt_clusters.mean(1).tolist()}
     within = {}
     for encoder, strides in values.items():
         x = np.array([v["sc"].double().mean().item() for v in strides.values()])
         y = np.array([v["sc_gt"].double().mean().item() for v in strides.values()])
         within[encoder] = _spearman(x, y)
-    return {
-        "spearman": rho,
-        "pearson": float(np.corrcoef(sc.mean(1), gt.mean(1))[0, 1]),
-        "num_points": len(points),
-        "num_images": n,
-        "bootstrap": {"draws": int(draws.size), "mean": float(draws.mean()) if draws.size else math.nan,
-                      "std": float(draws.std(ddof=1)) if draws.size > 1 else math.nan,
-                      "ci95": [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))]
-                      if draws.size else [math.nan, math.nan]},
-        "within_encoder": within,
-        "spearman_scs_vs_gt_clustering": clustering,
-        "points": [{"encoder": e, "stride": s, "sc_mean": float(a.double().mean()), "sc_std": float(a.double().std(0)),
-                    "sc_gt_mean": float(b.double().mean()), "sc_gt_std": float(b.double().std(0))}
-                   for e, s, a, b in points],
-    }
+    result["within_encoder"] = within
+    result["scs_vs_gt_clustering"] = clustering
+    result["points"] = [{"encoder": e, "stride": s,
+                         "sc_mean": float(v["sc"].double().mean()), "sc_std": float(v["sc"].double().std(0)),
+                         "sc_gt_mean": float(v["sc_gt"].double().mean()), "sc_gt_std": float(v["sc_gt"].double().std(0))}
+                        for e, s, v in points]
+    return result
 
 
 def agreement_markdown(agreement: Mapping[str, Any]) -> str:
@@ -184,9 +190,12 @@ def agreement_markdown(agreement: Mapping[str, Any]) -> str:
               f"{boot['mean']:.3f} ± {boot['std']:.3f}, 95% interval [{boot['ci95'][0]:.3f}, {boot['ci95'][1]:.3f}]); "
               f"Pearson {agreement['pearson']:.3f}; the paper reports Spearman 0.726.",
               f"Within each encoder, over strides: {within}."]
-    if agreement.get("spearman_scs_vs_gt_clustering") is not None:
+    clustering = agreement.get("scs_vs_gt_clustering")
+    if clustering is not None:
+        cb = clustering["bootstrap"]
         lines.append(f"SC and SC_GT share the SFC factor; without it, SCS against the labels' clustering score "
-                     f"(SC_GT^2 / SFC): Spearman {agreement['spearman_scs_vs_gt_clustering']:.3f}.")
+                     f"(SC_GT^2 / SFC): Spearman {clustering['spearman']:.3f} (bootstrap {cb['mean']:.3f} ± "
+                     f"{cb['std']:.3f}, 95% interval [{cb['ci95'][0]:.3f}, {cb['ci95'][1]:.3f}]).")
     return "\n".join(lines) + "\n"
 
 

@@ -13,6 +13,8 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib import metadata
 
+from fusionseg.threads import configure_threads
+
 # Sub-commands that are not Lightning stages, each a module in fusionseg.commands with `main(argv) -> int`.
 TOOL_COMMANDS: dict[str, str] = {
     "encoders": "fusionseg.commands.encoders",
@@ -94,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[0] in VERSION_FLAGS:
         print(version_text())
         return 0
+    configure_threads()  # before torch loads: threads for the cores this process may use, idle ones sleep
     if argv[0] in TOOL_COMMANDS:
         return _tool_main(argv[0])(argv[1:])
     if not argv[0].startswith("-") and argv[0] not in LIGHTNING_COMMANDS:

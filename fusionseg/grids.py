@@ -68,6 +68,22 @@ def _wrap(entries: Sequence[tuple[str, RGB]], width: int, size: int) -> list[lis
     return lines
 
 
+def wrap_text(text: str, width: int, size: int) -> str:
+    """`text` with line breaks added between words so no line is wider than `width` pixels."""
+    lines = []
+    for paragraph in text.splitlines():
+        line = ""
+        for word in paragraph.split(" "):
+            candidate = f"{line} {word}" if line else word
+            if line and text_size(candidate, size)[0] > width:
+                lines.append(line)
+                line = word
+            else:
+                line = candidate
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def legend(entries: Sequence[tuple[str, RGB]], width: int, size: int = 13) -> np.ndarray:
     """Colour swatches with their names, wrapped into lines of at most `width` pixels: `(h, width, 3)` uint8."""
     lines = _wrap(entries, width, size) if entries else []
@@ -91,19 +107,23 @@ def titled_grid(
     legend_entries: Sequence[tuple[str, RGB]] | None = None,
     row_height: int = 160,
     gap: int = 6,
-    title_size: int = 16,
-    label_size: int = 14,
+    title_size: int | None = None,
+    label_size: int | None = None,
 ) -> np.ndarray:
     """Pictures in rows (each scaled to `row_height`), column titles above, a title on top, then the
-    colour legend and notes below: `(H, W, 3)` uint8 on white.
+    colour legend and notes (wrapped to the width) below: `(H, W, 3)` uint8 on white.
 
-    Column `j` is as wide as its widest cell; rows may have fewer cells than there are titles.
+    Column `j` is as wide as its widest cell; rows may have fewer cells than there are titles. Text
+    sizes default to a fixed share of the grid's width, so they stay legible where a viewer shrinks the
+    picture to fit (TensorBoard's image cards do).
     """
     if not rows or not any(rows):
         raise ValueError("titled_grid needs at least one row with a picture")
     cells = [[fit_height(c, row_height) for c in row] for row in rows]
     columns = max(len(row) for row in cells)
     col_width = [max(row[j].shape[1] for row in cells if j < len(row)) for j in range(columns)]
+    label_size = label_size or max(14, round((sum(col_width) + gap * columns) / 30))
+    title_size = title_size or label_size + 2
     if column_titles is not None:
         col_width = [max(w, text_size(t, label_size)[0] + 4) if j < len(column_titles) else w
                      for j, (w, t) in enumerate(zip(col_width, [*column_titles, *[""] * columns]))]
@@ -112,7 +132,8 @@ def titled_grid(
         width = max(width, text_size(title, title_size)[0] + 2 * gap)
     title_h = text_size(title, title_size)[1] + gap if title else 0
     header_h = max(text_size(t, label_size)[1] for t in column_titles) + gap if column_titles else 0
-    key = legend(legend_entries, width - 2 * gap) if legend_entries else None
+    key = legend(legend_entries, width - 2 * gap, size=label_size) if legend_entries else None
+    notes = wrap_text(notes, width - 2 * gap, label_size - 1) if notes else None
     notes_h = text_size(notes, label_size - 1)[1] + gap if notes else 0
     grid_h = len(cells) * (row_height + gap)
     height = gap + title_h + header_h + grid_h + (key.shape[0] + gap if key is not None else 0) + notes_h + gap

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from matplotlib import rc_context
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
@@ -138,25 +139,37 @@ def _excluded(plan: FusionPlan | None, encoder: str) -> list[int]:
     return [int(s) for s in (plan.scores.get("excluded_strides") or {}).get(encoder, [])]
 
 
-def profile_figure(profile: Profile, plan: FusionPlan | None = None, metrics: Sequence[str] = ("sc", "ef")) -> Figure:
+def profile_figure(profile: Profile, plan: FusionPlan | None = None, metrics: Sequence[str] = ("sc", "ef"),
+                   columns: int | None = None, font_size: float = 10.0) -> Figure:
     """One panel per metric: mean (band: ± 1 std over images) per stride, a line per encoder.
 
     With a plan: the metric the plan chose the stride by is drawn too (when the profile holds it), the
     injection stride is starred on the aux's curve of that metric, and strides the plan left out (maps
     smaller than `min_map_side`) are shaded and their points drawn hollow, so a peak there is not
     mistaken for the choice.
+
+    `columns` panels side by side (default all in one row; 1 stacks them, which stays legible where a
+    viewer shrinks the picture to a narrow card, as TensorBoard does); `font_size` is the base text size.
     """
+    with rc_context({"font.size": font_size}):
+        return _profile_figure(profile, plan, metrics, columns, font_size)
+
+
+def _profile_figure(profile: Profile, plan: FusionPlan | None, metrics: Sequence[str], columns: int | None,
+                    font_size: float) -> Figure:
     plan_metric = str(plan.scores.get("plan_metric", "ef")) if plan is not None else None
     metrics = list(metrics)
     if plan_metric is not None and plan_metric not in metrics and _holds(profile, plan_metric):
         metrics.append(plan_metric)
-    fig = Figure(figsize=(5.0 * len(metrics), 4.8), layout="constrained")
+    columns = min(columns or len(metrics), len(metrics))
+    rows = -(-len(metrics) // columns)
+    fig = Figure(figsize=(5.0 * columns, 3.6 * rows + 1.2), layout="constrained")
     FigureCanvasAgg(fig)
     strides = sorted({s for e in profile.encoders for s in profile.strides(e)})
     excluded = sorted({s for e in profile.encoders for s in _excluded(plan, e)})
     legend: dict[str, Any] = {}  # one legend for all panels, below them
     for i, metric in enumerate(metrics):
-        ax = fig.add_subplot(1, len(metrics), i + 1)
+        ax = fig.add_subplot(rows, columns, i + 1)
         for encoder in profile.encoders:
             xs = profile.strides(encoder)
             used = [s for s in xs if s not in _excluded(plan, encoder)]
@@ -202,10 +215,11 @@ def profile_figure(profile: Profile, plan: FusionPlan | None = None, metrics: Se
         shade = Patch(facecolor="0.93", hatch="//", edgecolor="0.8",
                       label=f"hollow, shaded: not used for the plan (maps < {side} px, unreliable)")
         legend[shade.get_label()] = shade
-    fig.legend(handles=list(legend.values()), loc="outside lower center", ncols=min(3, len(legend)), fontsize=8,
+    fig.legend(handles=list(legend.values()), loc="outside lower center", ncols=min(3 if columns > 1 else 2, len(legend)),
+               fontsize=0.8 * font_size,
                frameon=False)
     if plan is not None:
-        fig.suptitle(plan.summary(), fontsize=10)
+        fig.suptitle(plan.summary(), fontsize=font_size)
     return fig
 
 

@@ -27,7 +27,7 @@ from fusionseg.callbacks.profile_cache import (
     weights_fingerprint,
 )
 from fusionseg.callbacks.profile_report import choose_plan
-from fusionseg.callbacks.tensorboard import custom_scalars_layout, feature_tag, profile_tag
+from fusionseg.callbacks.tensorboard import custom_scalars_layout, feature_run_tag, feature_tag
 from fusionseg.encoders import EncoderSpec, build
 from fusionseg.metrics import METRIC_NAMES
 from fusionseg.plan import encoder_names, names_encoder
@@ -224,7 +224,7 @@ def test_custom_scalar_charts_group_master_aux_and_fused_per_stride():
     chart = layout["Edge Fidelity (EF), master / aux / fused"]["EF at OS 16"]
     assert chart[0] == "Multiline"
     pattern = re.compile(chart[1][0])
-    assert all(pattern.match(profile_tag("ef", role, 16)) for role in ("master", "aux"))
-    assert pattern.match(feature_tag("ef", "fused", 16))
+    assert pattern.match(feature_run_tag("ef", 16))  # in TensorBoard each role is a run with this tag
+    assert all(pattern.match(feature_tag("ef", role, 16)) for role in ("master", "aux", "fused"))  # other loggers
     assert not pattern.match(feature_tag("ef", "fused", 4)) and not pattern.match(feature_tag("sc", "fused", 16))
     json.dumps(layout)  # plain data, as SummaryWriter.add_custom_scalars expects

@@ -19,6 +19,7 @@ from fusionseg.callbacks.tensorboard import (
     HP_METRIC,
     TensorBoardRunLogger,
     custom_scalars_layout,
+    feature_run_tag,
     feature_tag,
     log_image,
     log_text,
@@ -122,9 +123,12 @@ def test_scalars_hold_losses_metrics_and_features_without_noise(small_run):
     scalars = set(acc.Tags()["scalars"])
     assert {"train/loss", "train/loss_ce", "val/mIoU", "val/boundary_mIoU", HP_METRIC} <= scalars
     assert "epoch" not in scalars and not any(t.startswith("profile/") for t in scalars)
-    # Features on 128 px images: OS 4 and 8 maps are 32 and 16 px (measured), OS 16 and 32 are not.
-    features = {t for t in scalars if t.startswith("features/")}
-    assert features == {feature_tag(m, r, s) for m in ("sc", "ef") for r in ("master", "aux", "fused") for s in (4, 8)}
+    # Features: each role a run of its own, so a chart draws master, aux and fused as three named lines.
+    # On 128 px images the OS 4 and 8 maps are 32 and 16 px (measured), OS 16 and 32 are not.
+    assert not any(t.startswith("features/") for t in scalars)
+    for role in ("master", "aux", "fused"):
+        role_scalars = read_events(run / "lightning_logs" / "version_0" / role).Tags()["scalars"]
+        assert sorted(role_scalars) == sorted(feature_run_tag(m, s) for m in ("sc", "ef") for s in (4, 8)), role
     # hp_metric is the best val/mIoU so far, after each validation (at steps 2 and 4, as the pictures; Lightning
     # logs val/* one step earlier); no -1 placeholder.
     miou = [e.value for e in acc.Scalars("val/mIoU")]
@@ -141,13 +145,18 @@ def test_custom_scalars_charts_name_every_series_they_draw(small_run):
     categories = [c.title for c in config.category]
     assert categories[:3] == ["Training losses", "Validation", "Learning rates"]
     charts = {chart.title: list(chart.multiline.tag) for c in config.category for chart in c.chart}
-    assert "mIoU (headline metric)" in charts and "SC at OS 16 (not measured: maps 8 px < 16 px)" in charts
-    scalars = acc.Tags()["scalars"]
-    series = {title: sorted(t for t in scalars if any(re.match(p, t) for p in patterns))
-              for title, patterns in charts.items()}
-    assert series["EF at OS 8"] == ["features/ef/aux/os8", "features/ef/fused/os8", "features/ef/master/os8"]
+    assert list(charts)[:6] == ["total loss", "class loss (loss_ce)", "mask loss (loss_mask)", "dice loss (loss_dice)",
+                                "mIoU (headline metric)", "boundary mIoU"]
+    # TensorBoard colours lines by run: the series of a chart are (run, tag) pairs, named by the run.
+    runs = {"": read_events(run / "lightning_logs" / "version_0")}
+    runs |= {role: read_events(run / "lightning_logs" / "version_0" / role) for role in ("master", "aux", "fused")}
+    series = {title: sorted((name, t) for name, events in runs.items() for t in events.Tags()["scalars"]
+                            if any(re.match(p, t) for p in patterns)) for title, patterns in charts.items()}
+    assert series["EF at OS 8"] == [("aux", "features/ef/os8"), ("fused", "features/ef/os8"),
+                                    ("master", "features/ef/os8")]
     assert series["SC at OS 16 (not measured: maps 8 px < 16 px)"] == []  # nothing drawn, rather than a 0
-    assert series["total loss"] == ["train/loss"] and series["mIoU (headline metric)"] == ["val/mIoU"]
+    assert series["total loss"] == [("", "train/loss")] and series["mIoU (headline metric)"] == [("", "val/mIoU")]
+    assert all(len(lines) <= 1 for title, lines in series.items() if not title.startswith(("SC", "EF", "per")))
 
 
 @pytest.mark.slow
@@ -158,12 +167,15 @@ def test_images_are_titled_grids_and_the_plan_a_table(small_run):
     assert set(images) == {"fusion/profile", "visuals/predictions", "visuals/pca/master", "visuals/pca/aux",
                            "visuals/pca/fused"}
     assert [e.step for e in images["visuals/predictions"]] == [0, 2, 4]
+    # Grids about as wide as TensorBoard's image cards (which shrink wider pictures and their text):
+    # two rows of 128 px and three columns of predictions; the image and four strides at 96 px of PCA maps;
+    # each with title, column titles and legend or notes.
     grid = images["visuals/predictions"][-1]
-    # Two rows of 160 px (128 px images scaled), three columns, plus title, column titles and legend.
-    assert grid.width >= 3 * 160 and 2 * 160 + 60 < grid.height < 2 * 160 + 200
+    assert 3 * 128 <= grid.width < 3 * 128 + 60 and 2 * 128 + 60 < grid.height < 2 * 128 + 220
     pca = images["visuals/pca/fused"][-1]
-    assert pca.width >= 5 * 160 and pca.height > 2 * 160  # image + 4 strides per row
-    assert (images["fusion/profile"][0].width, images["fusion/profile"][0].height) == (1000, 480)
+    assert 5 * 96 <= pca.width < 5 * 96 + 80 and pca.height > 2 * 96
+    profile = images["fusion/profile"][0]  # SC above EF, legend below
+    assert (profile.width, profile.height) == (500, 840)
     text = acc.Tensors("fusion/plan/text_summary")[0].tensor_proto.string_val[0].decode()
     # Profiled on the 64 px training crops: only the OS 4 maps (16 px) are large enough for the plan.
     assert "| encoder | role | metric | OS 4 | OS 8 (not used) | OS 16 (not used) | OS 32 (not used) |" in text

@@ -13,8 +13,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from matplotlib.figure import Figure
 
-from fusionseg.callbacks.tensorboard import flush, log_image, log_scalars, log_text, profile_tag
-from fusionseg.metrics import METRIC_NAMES
+from fusionseg.callbacks.tensorboard import flush, log_image, log_text
 from fusionseg.plan import EDGE_TASK, FusionPlan
 from fusionseg.profiling import EXTRA_METRICS, Profile, plan_fusion
 from fusionseg.visualize import profile_figure
@@ -93,7 +92,7 @@ def explain_plan(plan: FusionPlan, profile: Profile) -> list[str]:
             f"{e} {float(v):.2f} (OS {where.get(e, '?')})" for e, v in sorted(peaks.items(), key=lambda kv: -kv[1])))
     curve = scores.get(f"{aux_metric}_aux") or {}
     if curve:
-        lines.append(f"{plan.aux}'s {aux_metric.upper()} per used stride: "
+        lines.append(f"{aux_metric.upper()} of the aux ({plan.aux}) per used stride: "
                      + ", ".join(f"OS {k} {float(v):.2f}" for k, v in curve.items())
                      + f" -> injected at OS {', '.join(str(s) for s in plan.strides)}")
     excluded = left_out(plan, profile)
@@ -186,5 +185,6 @@ def log_profiles(trainer: Trainer, profile: Profile, plan: FusionPlan, from_cach
         rank_zero_warn(f"MetricProfiler: could not write the profile files to {folder}: {err}")
     step = trainer.global_step
     log_text(trainer, "fusion/plan", plan_markdown(plan, profile, from_cache), step)
-    log_image(trainer, "fusion/profile", figure_to_array(figure), step)
+    # Stacked panels with larger text: TensorBoard shrinks every picture to a narrow card.
+    log_image(trainer, "fusion/profile", figure_to_array(profile_figure(profile, plan, columns=1, font_size=14)), step)
     flush(trainer)

@@ -10,6 +10,7 @@ files under its log folder (`images/<tag>/step_<step>.png`, `text/<tag>.md`), sa
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,47 +35,55 @@ def tensorboard_writer(trainer: Trainer) -> SummaryWriter | None:
     return None
 
 
-def profile_tag(metric: str, role: str, stride: int) -> str:
-    """Scalar tag of a metric measured when the encoders are profiled: `profile/sc/master/os16`."""
-    return f"profile/{metric}/{role}/os{stride}"
-
-
 def feature_tag(metric: str, role: str, stride: int) -> str:
     """Scalar tag of a metric measured during training on the fixed validation images: `features/ef/fused/os16`."""
     return f"features/{metric}/{role}/os{stride}"
 
 
+def feature_run_tag(metric: str, stride: int) -> str:
+    """Tag of a feature metric in its role's own TensorBoard run (`<version>/fused`): `features/ef/os16`."""
+    return f"features/{metric}/os{stride}"
+
+
 def custom_scalars_layout(strides: tuple[int, ...] = (4, 8, 16, 32), headline: str | None = None,
-                          excluded: dict[int, str] | None = None) -> dict[str, dict[str, list]]:
+                          excluded: dict[int, str] | None = None, validation: Sequence[str] | None = None
+                          ) -> dict[str, dict[str, list]]:
     """TensorBoard custom-scalars layout, in reading order: losses, the headline metric and the other
     validation metrics, learning rates, then SC and EF per stride (master/aux/fused in one chart each).
 
-    Charts match tags by regular expression, so the profile-time values and the values measured
-    during training share a chart. `excluded` maps strides that are not measured to the reason, shown
-    in the chart's title (nothing is plotted there, rather than a misleading 0).
+    TensorBoard colours lines by run, so a chart reads best with one line per run: one chart per loss
+    term and per validation metric; the feature metrics' roles are runs of their own (see
+    `TensorBoardVisuals`), three coloured lines per chart. `excluded` maps strides that are not measured
+    to the reason, shown in the chart's title (nothing is plotted there, rather than a misleading 0).
+    `validation` names the validation metrics after the headline one (default: all `val/<name>` in one chart).
     """
     excluded = excluded or {}
-    validation: dict[str, list] = {}
+    charts: dict[str, list] = {}
     if headline is not None:
-        validation[f"{headline} (headline metric)"] = ["Multiline", [rf"^val/{re.escape(headline)}$"]]
-    validation["all validation metrics"] = ["Multiline", [r"^val/[^/]+$"]]
+        charts[f"{headline} (headline metric)"] = ["Multiline", [rf"^val/{re.escape(headline)}$"]]
+    for name in validation if validation is not None else ():
+        if name != headline:
+            charts[name.replace("_", " ")] = ["Multiline", [rf"^val/{re.escape(name)}$"]]
+    if validation is None:
+        charts["all validation metrics"] = ["Multiline", [r"^val/[^/]+$"]]
     layout: dict[str, dict[str, list]] = {
         "Training losses": {
             "total loss": ["Multiline", [r"^train/loss$"]],
-            "loss terms (class, mask, dice)": ["Multiline", [r"^train/loss_"]],
+            **{f"{what} loss ({term})": ["Multiline", [rf"^train/{term}$"]]
+               for what, term in (("class", "loss_ce"), ("mask", "loss_mask"), ("dice", "loss_dice"))},
         },
-        "Validation": validation,
+        "Validation": charts,
         "Learning rates": {"per parameter group": ["Multiline", [r"^lr-"]]},
     }
     for metric, title in (("sc", "Structural Coherence (SC), master / aux / fused"),
                           ("ef", "Edge Fidelity (EF), master / aux / fused")):
-        charts = {}
+        feature_charts = {}
         for s in strides:
             name = f"{metric.upper()} at OS {s}"
             if s in excluded:
                 name += f" (not measured: {excluded[s]})"
-            charts[name] = ["Multiline", [rf"^(profile|features)/{metric}/[a-z]+/os{s}$"]]
-        layout[title] = charts
+            feature_charts[name] = ["Multiline", [rf"^features/{metric}/([a-z]+/)?os{s}$"]]
+        layout[title] = feature_charts
     return layout
 
 
@@ -83,7 +92,8 @@ class TensorBoardRunLogger(TensorBoardLogger):
 
     - No `epoch` scalar: Lightning adds it to every log call, but runs here are counted in steps.
     - `hp_metric` is declared for the HParams tab without Lightning's `-1` placeholder point; the
-      `RunReport`/visuals callbacks log the headline metric under it after each validation.
+      `RunReport` callback logs the best headline metric under it after each validation.
+    - No private hyperparameters (LightningCLI's `_instantiator`) among the HParams tab's columns.
     """
 
     _declaring_hparams = False
@@ -97,6 +107,8 @@ class TensorBoardRunLogger(TensorBoardLogger):
 
     @override
     def log_hyperparams(self, params: Any, metrics: dict[str, Any] | None = None, step: int | None = None) -> None:
+        if isinstance(params, Mapping):  # LightningCLI's `_instantiator` and other private keys: HParams columns of noise
+            params = {k: v for k, v in params.items() if not str(k).startswith("_")}
         self._declaring_hparams = metrics is None  # Lightning's own call, which would write hp_metric = -1
         try:
             super().log_hyperparams(params, metrics, step)

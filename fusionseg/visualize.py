@@ -7,6 +7,7 @@ e.g. `writer.add_image(tag, pca_rgb(feat)[0], dataformats="HWC")`); figures are 
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -163,7 +164,9 @@ def _profile_figure(profile: Profile, plan: FusionPlan | None, metrics: Sequence
         metrics.append(plan_metric)
     columns = min(columns or len(metrics), len(metrics))
     rows = -(-len(metrics) // columns)
-    fig = Figure(figsize=(5.0 * columns, 3.6 * rows + 1.2), layout="constrained")
+    narrow = columns == 1 and len(metrics) > 1  # stacked panels: one legend column, wrapped titles
+    fig = Figure(figsize=(6.0, 3.6 * rows + 2.2) if narrow else (5.0 * columns, 3.6 * rows + 1.2),
+                 layout="constrained")
     FigureCanvasAgg(fig)
     strides = sorted({s for e in profile.encoders for s in profile.strides(e)})
     excluded = sorted({s for e in profile.encoders for s in _excluded(plan, e)})
@@ -206,7 +209,8 @@ def _profile_figure(profile: Profile, plan: FusionPlan | None, metrics: Sequence
         ax.minorticks_off()
         ax.set_title(metric.upper() + ("  (the plan's metric)" if metric == plan_metric else ""))
         ax.set_xlabel("output stride (feature map = image size / stride)")
-        ax.set_ylabel(METRIC_AXIS.get(metric, metric.upper()))
+        axis = METRIC_AXIS.get(metric, metric.upper())
+        ax.set_ylabel(axis.split("\n")[0] if narrow else axis)  # the "higher = ..." line would not fit
         ax.grid(alpha=0.3)
     band = Patch(facecolor="gray", alpha=0.25, label=f"band: ± 1 std over {_images(profile)} images")
     legend[band.get_label()] = band
@@ -215,11 +219,10 @@ def _profile_figure(profile: Profile, plan: FusionPlan | None, metrics: Sequence
         shade = Patch(facecolor="0.93", hatch="//", edgecolor="0.8",
                       label=f"hollow, shaded: not used for the plan (maps < {side} px, unreliable)")
         legend[shade.get_label()] = shade
-    fig.legend(handles=list(legend.values()), loc="outside lower center", ncols=min(3 if columns > 1 else 2, len(legend)),
-               fontsize=0.8 * font_size,
-               frameon=False)
+    fig.legend(handles=list(legend.values()), loc="outside lower center", ncols=1 if narrow else min(3, len(legend)),
+               fontsize=0.8 * font_size, frameon=False)
     if plan is not None:
-        fig.suptitle(plan.summary(), fontsize=font_size)
+        fig.suptitle(textwrap.fill(plan.summary(), 48) if narrow else plan.summary(), fontsize=font_size)
     return fig
 
 

@@ -65,7 +65,8 @@ def log_folders(trainer: Trainer) -> list[str]:
     for logger in trainer.loggers:
         folder = getattr(logger, "log_dir", None) or logger.save_dir
         if isinstance(logger, TensorBoardLogger):
-            out.append(f"{folder}   (tensorboard --logdir {Path(logger.root_dir).parent})")
+            out.append(f"{folder}   (tensorboard --logdir {Path(logger.root_dir).parent}: Custom Scalars has the "
+                       "losses and the headline metric first)")
         elif folder:
             out.append(f"{folder}   ({type(logger).__name__})")
     return out

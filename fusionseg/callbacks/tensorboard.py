@@ -54,7 +54,7 @@ def custom_scalars_layout(strides: tuple[int, ...] = (4, 8, 16, 32), headline: s
     TensorBoard colours lines by run, so a chart reads best with one line per run: one chart per loss
     term and per validation metric; the feature metrics' roles are runs of their own (see
     `TensorBoardVisuals`), three coloured lines per chart. `excluded` maps strides that are not measured
-    to the reason, shown in the chart's title (nothing is plotted there, rather than a misleading 0).
+    to the reason: they get no chart (rather than a misleading 0) and the section's title says why.
     `validation` names the validation metrics after the headline one (default: all `val/<name>` in one chart).
     """
     excluded = excluded or {}
@@ -73,17 +73,18 @@ def custom_scalars_layout(strides: tuple[int, ...] = (4, 8, 16, 32), headline: s
                for what, term in (("class", "loss_ce"), ("mask", "loss_mask"), ("dice", "loss_dice"))},
         },
         "Validation": charts,
-        "Learning rates": {"per parameter group": ["Multiline", [r"^lr-"]]},
+        # The *_no_decay groups share their group's rate: one line each is enough.
+        "Learning rates": {"master (backbone)": ["Multiline", [r"^lr-[^/]+/backbone$"]],
+                           "head and alignment": ["Multiline", [r"^lr-[^/]+/head$"]],
+                           "other parameter groups": ["Multiline", [r"^lr-[^/]+$", r"^lr-[^/]+/(?!backbone|head)[^/]*$"]]},
     }
+    skipped = ""
+    if excluded:
+        skipped = f" (not measured at {', '.join(f'OS {s}' for s in sorted(excluded))}: {'; '.join(excluded.values())})"
     for metric, title in (("sc", "Structural Coherence (SC), master / aux / fused"),
                           ("ef", "Edge Fidelity (EF), master / aux / fused")):
-        feature_charts = {}
-        for s in strides:
-            name = f"{metric.upper()} at OS {s}"
-            if s in excluded:
-                name += f" (not measured: {excluded[s]})"
-            feature_charts[name] = ["Multiline", [rf"^features/{metric}/([a-z]+/)?os{s}$"]]
-        layout[title] = feature_charts
+        layout[title + skipped] = {f"{metric.upper()} at OS {s}": ["Multiline", [rf"^features/{metric}/([a-z]+/)?os{s}$"]]
+                                   for s in strides if s not in excluded}
     return layout
 
 

@@ -116,12 +116,12 @@ def test_other_settings_in_the_same_folder_are_refused(tmp_path, capsys):
     assert "other settings" in capsys.readouterr().err
 
 
-def _profile(path: Path, ef: dict[int, float]) -> Path:
+def _profile(path: Path, ef: dict[int, float], size: int = 512) -> Path:
     metric = {m: {"mean": 0.5, "std": 0.0} for m in ("sc", "ef_cc")}
     encoders = {
         "regions": {"num_images": 4, "strides": {str(s): {**metric, "ef": {"mean": 1.0, "std": 0.0}} for s in ef}},
         "edges": {"num_images": 4, "strides": {str(s): {**metric, "ef": {"mean": v, "std": 0.0},
-                                                        "map_side": {"mean": 512 / s, "std": 0.0}}
+                                                        "map_side": {"mean": size / s, "std": 0.0}}
                                                 for s, v in ef.items()}},
     }
     path.write_text(json.dumps({"format": "fusionseg-profile", "encoders": encoders}))
@@ -209,3 +209,12 @@ def test_the_report_says_when_the_seeds_cannot_tell_the_strides_apart(tmp_path):
     assert any("do not tell the strides apart" in n for n in report["notes"])
     clear = {**noisy, "os4": {0: {"mIoU": 30.0}, 1: {"mIoU": 31.0}}}
     assert not any("apart" in n for n in build_report(clear, plans, "semantic", 5, profile, ["ef"])["notes"])
+
+
+def test_strides_too_small_to_score_are_neither_chosen_nor_ranked(tmp_path):
+    plans = {"master": None, **{f"os{s}": FusionPlan("regions", "edges", (s,)) for s in (4, 8, 16, 32)}}
+    results = {name: {0: {"mIoU": 10.0 + i}} for i, name in enumerate(plans)}
+    profile = _profile(tmp_path / "profile.json", {4: 5.0, 8: 9.0, 16: 7.0, 32: 50.0}, size=128)  # maps 32 .. 4 px
+    ef = build_report(results, plans, "semantic", 5, profile, ["ef"])["plan_metrics"][0]
+    assert ef["excluded_strides"] == [16, 32] and ef["chosen_stride"] == 8 and ef["best_stride"] == 32
+    assert ef["swept_strides"] == [4, 8] and ef["spearman_mIoU_gain"] is None  # two strides: no ranking

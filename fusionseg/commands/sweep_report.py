@@ -102,7 +102,7 @@ def stride_analysis(rows: Sequence[dict[str, Any]], profile: Mapping[str, Any], 
     are at least `fusionseg.profiling.MIN_MAP_SIDE` px, as the plan rule), the best single stride by the
     headline's mean, whether they agree, the chosen-minus-best difference, the best's margin over the
     runner-up (both ± standard error: a margin within it means the seeds cannot tell the strides apart),
-    and Spearman's rho between the metric and the gain over the swept strides."""
+    and Spearman's rho between the metric and the gain over the swept strides it may choose from."""
     from fusionseg.profiling import MIN_MAP_SIDE  # the plan rule's: smaller maps take no part
 
     single = {row["strides"][0]: row for row in rows if len(row["strides"]) == 1 and row[headline]["n"]}
@@ -112,7 +112,7 @@ def stride_analysis(rows: Sequence[dict[str, Any]], profile: Mapping[str, Any], 
         sides = profile.get("map_side", {})
         usable = {s: v for s, v in curve.items() if sides.get(s, MIN_MAP_SIDE) >= MIN_MAP_SIDE}
         chosen = _best(usable)
-        swept = sorted(s for s in single if s in curve)
+        swept = sorted(s for s in single if s in usable)  # tiny maps' scores mean nothing: not ranked either
         runner_up = _best({s: r[headline]["mean"] for s, r in single.items() if s != best})
         entry: dict[str, Any] = {
             "metric": name, "curve": curve, "excluded_strides": sorted(set(curve) - set(usable)),

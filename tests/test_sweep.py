@@ -142,7 +142,9 @@ def test_resume_skips_finished_runs_and_reports(tmp_path, monkeypatch, capsys):
     ef = next(a for a in report["plan_metrics"] if a["metric"] == "ef")
     assert (ef["chosen_stride"], ef["best_stride"], ef["hit"]) == (8, 8, True)
     assert "fcd" in " ".join(report["notes"])  # asked for by default, absent from the profile given
-    assert (out / "sweep.png").stat().st_size > 0 and list((out / "tb").glob("events.out.tfevents.*"))
+    assert (out / "sweep.png").stat().st_size > 0 and len(list((out / "tb").glob("events.out.tfevents.*"))) == 1
+    assert main(_argv(out, "--profile", str(profile), "--report-only")) == 0
+    assert len(list((out / "tb").glob("events.out.tfevents.*"))) == 1  # the new report replaces the old
     assert "| os8 | 2 | 36.50 ± 0.71" in (out / "sweep.md").read_text()
 
 

@@ -303,9 +303,11 @@ def figure(report: Mapping[str, Any]) -> Any:
 
 def log_tensorboard(folder: Path, report: Mapping[str, Any], fig: Any) -> None:
     """`sweep/<metric>/<plan>` (mean), curves over strides as steps (`sweep/gain/<metric>`,
-    `sweep/plan_metric/<name>`), the report as text and the figure."""
+    `sweep/plan_metric/<name>`), the report as text and the figure. They replace an earlier report's."""
     from torch.utils.tensorboard import SummaryWriter
 
+    for old in folder.glob("events.out.tfevents.*"):  # a report rewritten after more runs is one report
+        old.unlink()
     headline, boundary = report["headline"], report["boundary"]
     with SummaryWriter(str(folder)) as writer:
         for row in report["plans"]:

@@ -131,13 +131,13 @@ def artifact_dir(logger: Logger) -> Path | None:
     return Path(folder) if folder else None
 
 
-def _as_files(logger: Logger, kind: str) -> Path | None:
+def _as_files(logger: Logger) -> Path | None:
     folder = artifact_dir(logger)
     key = f"{type(logger).__name__}:{folder}"
     if key not in _SAID_FILES:
         _SAID_FILES.add(key)
         where = f"as files under {folder}/{{images,text}}/" if folder else "nowhere (it has no folder): skipped"
-        rank_zero_info(f"{type(logger).__name__} takes no pictures or texts; fusionseg writes its {kind} {where}")
+        rank_zero_info(f"{type(logger).__name__} takes no pictures or texts; fusionseg writes them {where}")
     return folder
 
 
@@ -150,7 +150,7 @@ def log_image(trainer: Trainer, tag: str, image: np.ndarray, step: int) -> None:
             logger.experiment.add_image(tag, image, step, dataformats="HWC")
         elif callable(getattr(logger, "log_image", None)):
             logger.log_image(key=tag, images=[image], step=step)
-        elif (folder := _as_files(logger, "pictures")) is not None:
+        elif (folder := _as_files(logger)) is not None:
             path = folder / "images" / _file_safe(tag) / f"step_{step:07d}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(image).save(path)
@@ -165,7 +165,7 @@ def log_text(trainer: Trainer, tag: str, text: str, step: int) -> None:
             logger.experiment.add_text(tag, text, step)
         elif callable(getattr(logger, "log_text", None)):
             logger.log_text(key=tag, columns=["text"], data=[[text]], step=step)
-        elif (folder := _as_files(logger, "texts")) is not None:
+        elif (folder := _as_files(logger)) is not None:
             path = folder / "text" / f"{_file_safe(tag)}.md"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)

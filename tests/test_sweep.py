@@ -183,7 +183,8 @@ def test_sweep_runs_two_plans_end_to_end(tmp_path, monkeypatch):
              "--data.num_workers", "0", "--data.synthetic_train_images", "4", "--data.synthetic_val_images", "2",
              "--data.synthetic_image_size", "64", "--model.head.num_queries", "4", "--model.head.dec_layers", "1",
              "--model.head.enc_layers", "1", "--model.head.hidden_dim", "32", "--model.head.dim_feedforward", "32",
-             "--model.head.enc_feedforward", "32", "--model.head.train_points", "64", "--model.master", "regions:channels=8",
+             "--model.head.enc_feedforward", "32", "--model.head.train_points", "64",
+             "--model.master", "regions:channels=8",
              "--model.aux", "edges:channels=8", "--visuals.num_images", "1", "--visuals.pca_maps", "false",
              "--visuals.feature_metrics", "false"]
     out = tmp_path / "sweep"
@@ -220,3 +221,11 @@ def test_strides_too_small_to_score_are_neither_chosen_nor_ranked(tmp_path):
     ef = build_report(results, plans, "semantic", 5, profile, ["ef"])["plan_metrics"][0]
     assert ef["excluded_strides"] == [16, 32] and ef["chosen_stride"] == 8 and ef["best_stride"] == 32
     assert ef["swept_strides"] == [4, 8] and ef["spearman_mIoU_gain"] is None  # two strides: no ranking
+
+
+def test_a_fit_stopped_by_a_signal_stops_the_sweep(tmp_path, monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(sweep.subprocess, "call", lambda argv, **kw: calls.append(argv) or 143)  # SIGTERM'd
+    profile = _profile(tmp_path / "profile.json", {8: 9.0, 16: 7.0})
+    assert main(_argv(tmp_path / "sweep", "--profile", str(profile))) == 143
+    assert len(calls) == 1 and "run the same command again to resume" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""`fusionseg sweep`: does the plan pick the right stride? Short trainings at every candidate plan.
+"""`fusionseg sweep`: train at every candidate plan, several seeds each, to check the plan's stride choice.
 
     fusionseg sweep --config configs/demo.yaml --out runs/sweep --seeds 3 --steps 300
     fusionseg sweep --config CFG --out OUT --strides 8 16 8,16 -- --trainer.accelerator gpu
@@ -41,6 +41,7 @@ DEFAULT_STRIDES = ("4", "8", "16", "32")  # the Mask2Former head's pyramid (fusi
 MASTER_ALONE = "master"
 SETTINGS_FILE = "sweep_settings.json"
 RESULT_FILE = "result.json"
+STOPPED = (130, 143)  # fit's exit codes after Ctrl-C / SIGTERM (last.ckpt saved): the sweep stops too
 
 
 # -- the candidate plans --------------------------------------------------------------------------
@@ -231,7 +232,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default: the config's)")
     parser.add_argument("--print-commands", action="store_true",
                         help="print the fit commands of the unfinished runs (one per line) instead of running them")
-    parser.add_argument("--report-only", action="store_true", help="train nothing: profile the encoders if needed and report the finished runs")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: profile the encoders if needed and report the finished runs")
     parser.add_argument("--profile", type=Path, default=None,
                         help="profile.json of the two encoders (default: computed with `fusionseg profile --data`)")
     parser.add_argument("--profile-images", type=int, default=16, help="validation images profiled (default 16)")
@@ -281,6 +283,23 @@ def fusionseg_command() -> list[str]:
     return [sys.executable, "-m", "fusionseg.cli"]
 
 
+def run_fit(run: Path, argv: Sequence[str], steps: int, headline: str) -> tuple[int, str]:
+    """One `fusionseg fit`, its output appended to `<run>/fit.log`: (exit code, one line on how it went)."""
+    run.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    with open(run / "fit.log", "a") as log:
+        log.write(f"$ {shlex.join(['fusionseg', *argv])}\n")
+        log.flush()
+        code = subprocess.call([*fusionseg_command(), *argv], stdout=log, stderr=subprocess.STDOUT)
+    if code in STOPPED:
+        return code, f"stopped by a signal (exit code {code}) with last.ckpt saved; see {run / 'fit.log'}"
+    result = run_result(run, steps, headline) if code == 0 else None
+    if result is None:
+        why = f"exit code {code}" if code else f"no final validation of {headline} was logged"
+        return code or 1, f"failed ({why}); see {run / 'fit.log'}"
+    return 0, f"{headline} {result[headline]:.2f} in {time.monotonic() - start:.0f} s"
+
+
 def run_sweep(args: argparse.Namespace) -> int:
     from fusionseg.commands.sweep_report import HEADLINE  # not fusionseg.evaluation: torchmetrics loads slowly
 
@@ -320,7 +339,6 @@ def run_sweep(args: argparse.Namespace) -> int:
               "--report-only  (profiles the encoders if needed, and reports)", file=sys.stderr)
         return 0
 
-    failed = []
     if args.profile is None and not profile_path.is_file():
         # Before training: what the plan metrics predict is on record before any result is.
         print("profiling the encoders for the plan metrics' curves ...", flush=True)
@@ -328,26 +346,21 @@ def run_sweep(args: argparse.Namespace) -> int:
 
         if profile_main(profile_argv(args, setup)) != 0:
             print("    the profile failed: the report will have no plan-metric curves", flush=True)
+    failed: list[str] = []
     if not args.report_only:
         print(f"sweep: {len(plans)} plans x {args.seeds} seeds, {steps} steps each, in {out}; "
               f"{len(runs) - len(todo)} finished, {len(todo)} to run")
         for i, (name, seed, resume) in enumerate(todo, 1):
-            run = run_dir(out, name, seed)
-            run.mkdir(parents=True, exist_ok=True)
-            argv = fit_command(args.config, run, plan_paths[name], seed, steps, args.overrides, resume)
-            what = "resuming" if resume else "running"
-            print(f"[{i}/{len(todo)}] {name} seed {seed}: {what} (log: {run / 'fit.log'})", flush=True)
-            start = time.monotonic()
-            with open(run / "fit.log", "a") as log:
-                log.write(f"$ {shlex.join(['fusionseg', *argv])}\n")
-                log.flush()
-                code = subprocess.call([*fusionseg_command(), *argv], stdout=log, stderr=subprocess.STDOUT)
-            result = run_result(run, steps, headline) if code == 0 else None
-            if result is None:
+            argv = fit_command(args.config, run_dir(out, name, seed), plan_paths[name], seed, steps,
+                               args.overrides, resume)
+            print(f"[{i}/{len(todo)}] {name} seed {seed}: {'resuming' if resume else 'running'}", flush=True)
+            code, message = run_fit(run_dir(out, name, seed), argv, steps, headline)
+            print(f"    {message}", flush=True)
+            if code in STOPPED:
+                print("fusionseg sweep: stopped; run the same command again to resume", file=sys.stderr)
+                return code
+            if code != 0:
                 failed.append(f"{name}/seed{seed}")
-                print(f"    failed (exit code {code}); see {run / 'fit.log'}", flush=True)
-            else:
-                print(f"    {headline} {result[headline]:.2f} in {time.monotonic() - start:.0f} s", flush=True)
 
     from fusionseg.commands.sweep_report import build_report, write_report
 

@@ -172,7 +172,8 @@ def sc_agreement(values: Values, bootstrap: int = 1000, seed: int = 0) -> dict[s
     result["scs_vs_gt_clustering"] = clustering
     result["points"] = [{"encoder": e, "stride": s,
                          "sc_mean": float(v["sc"].double().mean()), "sc_std": float(v["sc"].double().std(0)),
-                         "sc_gt_mean": float(v["sc_gt"].double().mean()), "sc_gt_std": float(v["sc_gt"].double().std(0))}
+                         "sc_gt_mean": float(v["sc_gt"].double().mean()),
+                         "sc_gt_std": float(v["sc_gt"].double().std(0))}
                         for e, s, v in points]
     return result
 

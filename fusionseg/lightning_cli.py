@@ -54,6 +54,7 @@ from fusionseg.callbacks.visuals import TensorBoardVisuals
 from fusionseg.checkpoint_check import check_checkpoint
 from fusionseg.data import SegDataModule
 from fusionseg.evaluation import eval_rules
+from fusionseg.lightning_private import find_last_checkpoints, pin_logger_version
 from fusionseg.module import FusedSegModule
 
 DEFAULT_CALLBACKS = {
@@ -161,7 +162,7 @@ class FusionSegCLI(LightningCLI):
         if ckpt_path == "last":  # Lightning's rule: the newest last*.ckpt of the checkpoint callbacks
             found: set[str] = set()
             for callback in self._checkpoint_callbacks():
-                found |= callback._find_last_checkpoints(self.trainer)
+                found |= find_last_checkpoints(callback, self.trainer)
             ckpt_path = max(found, key=os.path.getmtime) if found else None
         elif not _is_local_file_arg(ckpt_path):
             ckpt_path = None  # Lightning's own keywords and remote files: left to Lightning
@@ -173,20 +174,15 @@ class FusionSegCLI(LightningCLI):
         """The trainer's checkpoint callbacks, their folders resolved (ours default to <root>/checkpoints)."""
         callbacks = list(self.trainer.checkpoint_callbacks)
         for callback in callbacks:
-            if hasattr(callback, "_resolve_dirpath"):
-                callback._resolve_dirpath(self.trainer)
+            if hasattr(callback, "resolve_dirpath"):
+                callback.resolve_dirpath(self.trainer)
         return [cb for cb in callbacks if hasattr(cb, "dirpath")]
 
     def _continue_logger_version(self, ckpt_path: str) -> None:
         # The resumed run logs to the version the interrupted one did, not a new one.
-        from lightning.pytorch.loggers import TensorBoardLogger
-
         from fusionseg.run_folder import logger_version
 
-        version = logger_version(ckpt_path)
-        logger = self.trainer.logger
-        if version is not None and isinstance(logger, TensorBoardLogger) and logger._version is None:
-            logger._version = version  # private: TensorBoardLogger takes a version only when built
+        pin_logger_version(self.trainer.logger, logger_version(ckpt_path))
 
     # -- what the terminal and TensorBoard show ----------------------------------------------------------
     @override

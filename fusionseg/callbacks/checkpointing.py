@@ -21,6 +21,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from fusionseg.evaluation import HEADLINE_METRIC
 from fusionseg.io_atomic import atomic_torch_save, temp_prefix
+from fusionseg.lightning_private import last_saved_step, save_last_checkpoint
 from fusionseg.run_folder import RUN_KEY
 
 
@@ -79,12 +80,13 @@ class _RootDirCheckpoint(ModelCheckpoint):
     """A ModelCheckpoint whose default folder is `<default_root_dir>/checkpoints`, stable across runs,
     written atomically."""
 
-    def _resolve_dirpath(self, trainer: Trainer) -> None:
+    def resolve_dirpath(self, trainer: Trainer) -> None:
+        """Fix the folder now (`<default_root_dir>/checkpoints` unless given), before Lightning's setup does."""
         if self.dirpath is None:
             self.dirpath = default_checkpoint_dir(trainer)
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        self._resolve_dirpath(trainer)
+        self.resolve_dirpath(trainer)
         use_atomic_checkpoint_io(trainer)
         if stage == "fit" and trainer.is_global_zero and self.dirpath is not None and _is_local(self.dirpath):
             remove_stale_temp_files(self.dirpath)
@@ -95,8 +97,8 @@ class _RootDirCheckpoint(ModelCheckpoint):
         if trainer.logger is not None:
             checkpoint[RUN_KEY] = {"logger_version": trainer.logger.version}
 
-    def _find_last_checkpoints(self, trainer: Trainer) -> set[str]:  # Lightning resolves `ckpt_path="last"` here
-        self._resolve_dirpath(trainer)
+    def _find_last_checkpoints(self, trainer: Trainer) -> set[str]:  # private hook: see fusionseg.lightning_private
+        self.resolve_dirpath(trainer)
         return super()._find_last_checkpoints(trainer)
 
 
@@ -128,9 +130,8 @@ class LastCheckpoint(_RootDirCheckpoint):
 
         Call it on every rank (saving is collective); used at the end of training and on a stop signal.
         """
-        if self._last_global_step_saved != trainer.global_step and not trainer.fast_dev_run:
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-            self._last_global_step_saved = trainer.global_step
+        if last_saved_step(self) != trainer.global_step and not trainer.fast_dev_run:
+            save_last_checkpoint(self, trainer)
         return self.last_model_path
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

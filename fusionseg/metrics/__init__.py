@@ -9,6 +9,7 @@
 torch.Size([2])
 """
 
+from fusionseg.metrics.batched_kmeans import batched_kmeans
 from fusionseg.metrics.edges import (
     EF_KEYS,
     ImageEdges,
@@ -35,6 +36,7 @@ __all__ = [
     "MAP_SIDE",
     "METRIC_NAMES",
     "ImageEdges",
+    "batched_kmeans",
     "correlation_radius",
     "edge_fidelity",
     "faiss_has_gpu",

@@ -5,6 +5,9 @@ k-means++ start (as scikit-learn's `KMeans`) where the installed faiss offers it
 start on older faiss; on at most `max_points_per_centroid * k` training rows (a seeded random
 subset), stopping early once an iteration improves the objective by less than `early_stop`. The
 labels of all rows are then their nearest centroid, found by the same faiss index.
+
+SCS clusters with `fusionseg.metrics.batched_kmeans` instead (many maps, k and restarts at once, in
+torch, closer to scikit-learn's best of 10); this one clusters one set of rows, e.g. large ones.
 """
 
 from __future__ import annotations

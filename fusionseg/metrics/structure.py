@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fusionseg.metrics.kmeans import kmeans
+from fusionseg.metrics.batched_kmeans import batched_kmeans
 from fusionseg.metrics.maps import channel_stats, mean_std, norm_map, sanitize, zscore
 from fusionseg.metrics.pca import principal_scores
 from fusionseg.metrics.silhouette import batch_silhouettes, subset_silhouettes
@@ -27,15 +27,10 @@ SCS_STD_EPS = 1e-6
 # spectrum decays as 1/i (one iteration on all positions, as before: < 0.1% and 7-10%).
 SCS_PCA_ITERATIONS = 2
 SCS_PCA_SKETCH_FRACTION = 4
-# k-means of SCS: the best of 2 faiss runs, each on at most 64 rows per cluster, stopping once an
-# iteration improves the objective by less than 1%: a third to a quarter of the time of faiss's
-# defaults (256 rows per cluster, 0.1%). Against scikit-learn's best of 10 runs on all rows, over 168
-# varied maps made as in benchmarks/bench_metrics.py, SCS ranks the maps alike with either (Spearman
-# ~0.98); the mean difference grows from 0.009 to 0.011, and single maps with fewer true segments than
-# k, where k-means has near-tied optima of different silhouette, differ by up to 0.15 instead of 0.08.
-SCS_KMEANS_RUNS = 2
-SCS_KMEANS_POINTS = 64
-SCS_KMEANS_EARLY_STOP = 1e-2
+# SCS's k-means is fusionseg.metrics.batched_kmeans: greedy k-means++ restarts as scikit-learn's
+# KMeans(n_init=10) draws them, cheapened (module docstring there). faiss's k-means as SCS ran it before
+# (best of 2 plain k-means++ runs on 64 rows per cluster) ended 7% above scikit-learn's inertia on average,
+# and SCS's rank agreement with the reference over benchmarks/bench_metrics.py's broad set was 0.958.
 IGNORE_INDEX = 255
 # Features of the maps SCS prepares together (at least one map): temporaries of 32 MiB would be mapped
 # fresh from the system (and page-faulted) on every call, smaller ones are reused.
@@ -106,6 +101,15 @@ def _sample(n: int, max_samples: int, seed: int, device: torch.device) -> Tensor
     return torch.randperm(n, generator=gen)[:max_samples].sort().values.to(device)
 
 
+def _min_cluster_sizes(labels: Tensor, ks: Sequence[int]) -> Tensor:
+    """`(M, L)` size of the smallest cluster of each map under each labeling `labels` `(M, n, L)` into `ks[l]` clusters."""
+    m, _, num = labels.shape
+    counts = torch.zeros(m, num, max(ks), dtype=torch.long, device=labels.device)
+    counts.scatter_add_(2, labels.transpose(1, 2), torch.ones_like(labels).transpose(1, 2))
+    too_many = torch.arange(max(ks), device=labels.device) >= torch.tensor(list(ks), device=labels.device)[:, None]
+    return counts.masked_fill_(too_many, labels.shape[1]).amin(2)
+
+
 def _median_score(silhouettes: Sequence[float | Tensor]) -> float:
     """`(median + 1) / 2`; the median of an even count is the mean of the two middle values."""
     return (statistics.median(float(v) for v in silhouettes) + 1) / 2
@@ -159,21 +163,11 @@ def _scs(
         if not usable_ks or maps.numel() == 0:
             continue
         rows = rows[maps]
-        labels = torch.zeros(*rows.shape[:2], len(usable_ks), dtype=torch.long, device=x.device)
-        usable = torch.zeros(len(maps), len(usable_ks), dtype=torch.bool)
-        for i, map_rows in enumerate(rows):
-            for j, kk in enumerate(usable_ks):
-                labels[i, :, j] = kmeans(
-                    map_rows,
-                    kk,
-                    seed=seed,
-                    nredo=SCS_KMEANS_RUNS,
-                    max_points_per_centroid=SCS_KMEANS_POINTS,
-                    early_stop=SCS_KMEANS_EARLY_STOP,
-                )[1]
-                usable[i, j] = int(torch.bincount(labels[i, :, j], minlength=kk).min()) >= 2  # else skip this k
+        labels = batched_kmeans(rows, usable_ks, seed=seed)  # (M, n, L): every map and k at once
+        usable = _min_cluster_sizes(labels, usable_ks) >= 2  # else skip this k
         # One distance computation per map serves all its k.
-        scores = batch_silhouettes(rows, labels, usable_ks, silhouette_samples, seed, usable.to(x.device)).cpu()
+        scores = batch_silhouettes(rows, labels, usable_ks, silhouette_samples, seed, usable).cpu()
+        usable = usable.cpu()
         for i, m in enumerate(maps.tolist()):
             if usable[i].any():
                 out[start + m] = _median_score(scores[i][usable[i]].tolist())

@@ -35,6 +35,8 @@ IGNORE_INDEX = 255
 # Features of the maps SCS prepares together (at least one map): temporaries of 32 MiB would be mapped
 # fresh from the system (and page-faulted) on every call, smaller ones are reused.
 GROUP_BYTES = 16 << 20
+# On a GPU memory is plentiful and every operation costs a kernel launch: a whole batch goes at once.
+GPU_GROUP_BYTES = 2 << 30
 
 
 @torch.no_grad()
@@ -154,7 +156,7 @@ def _scs(
     out = torch.zeros(b, dtype=torch.float32, device=x.device)
     # Maps are prepared (standardized, projected) and scored a group at a time: batched, yet with
     # temporaries of bounded size.
-    group = max(1, GROUP_BYTES // (c * h * w * 4))
+    group = max(1, (GPU_GROUP_BYTES if x.is_cuda else GROUP_BYTES) // (c * h * w * 4))
     for start in range(0, b, group):
         rows, varying = _prepared_rows(x[start : start + group], idx, pca_dim, seed)
         n = rows.shape[1]

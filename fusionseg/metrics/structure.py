@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fusionseg.metrics.batched_kmeans import batched_kmeans
+from fusionseg.metrics.batched_kmeans import RESTART_DIMS, batched_kmeans
 from fusionseg.metrics.maps import channel_stats, mean_std, norm_map, sanitize, zscore
 from fusionseg.metrics.pca import principal_scores
 from fusionseg.metrics.silhouette import batch_silhouettes, subset_silhouettes
@@ -88,6 +88,10 @@ def _prepared_rows(x: Tensor, idx: Tensor | None, pca_dim: int, seed: int) -> tu
             mean=mean[..., 0] if idx is None else None,  # all positions kept: their mean is known
         )
     else:
+        # Channels in an order of their own (mean over std): a permutation of the channels then gives the
+        # very same rows, bit for bit, and so the same k-means, which float rounding could otherwise tip.
+        order = torch.argsort((mean * scale)[..., 0], dim=1, stable=True)[..., None]  # (B, C, 1)
+        kept, mean, scale = (t.gather(1, order.expand_as(t)) for t in (kept, mean, scale))
         rows = ((kept - mean) * scale).transpose(1, 2)
     return rows.contiguous(), ~constant.all(dim=1)[:, 0]
 
@@ -165,7 +169,9 @@ def _scs(
         if not usable_ks or maps.numel() == 0:
             continue
         rows = rows[maps]
-        labels = batched_kmeans(rows, usable_ks, seed=seed)  # (M, n, L): every map and k at once
+        # Restarts in the leading columns only where they are principal components (not plain channels).
+        dims = RESTART_DIMS if rows.shape[2] < c else None
+        labels = batched_kmeans(rows, usable_ks, seed=seed, restart_dims=dims)  # (M, n, L): all maps and k at once
         usable = _min_cluster_sizes(labels, usable_ks) >= 2  # else skip this k
         # One distance computation per map serves all its k.
         scores = batch_silhouettes(rows, labels, usable_ks, silhouette_samples, seed, usable).cpu()

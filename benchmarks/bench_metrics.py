@@ -3,10 +3,18 @@
 Milliseconds per feature map for SC and EF (fusionseg.metrics, batched) at the shapes of the
 issue, beside the paper's settings done plainly: scikit-learn `KMeans(n_init=10)` and
 `silhouette_score` on all rows, for the same standardized, subsampled, PCA-reduced rows. Then
-the Spearman rank agreement of SCS (and SC) between the two over varied feature maps.
+the Spearman rank agreement of SCS (and SC) between the two over a broad set of feature maps:
+piecewise-constant regions plus noise at several levels (32-128 px, 64-1024 channels), maps of
+encoders with random weights (timm resnet18 and convnext_atto, the reference encoders `edges` and
+`regions`) on images of coloured regions, and the varied synthetic maps of the speed rows. SCS
+draws random numbers (subsets, k-means starts), and so does the reference (its k-means starts):
+the agreement is given for several of our seeds, and the reference's agreement with itself under
+another seed says how much of the disagreement is the reference's own noise.
 
     python benchmarks/bench_metrics.py                      # CPU, writes benchmarks/results/metrics_cpu.{json,md}
-    python benchmarks/bench_metrics.py --device cuda        # adds GPU rows (needs faiss with GPU support for k-means)
+    python benchmarks/bench_metrics.py --device cuda        # adds GPU rows
+    python benchmarks/bench_metrics.py --device cuda --gpu-only   # GPU rows only (no CPU reference, no agreement)
+    python benchmarks/bench_metrics.py --dry-run            # tiny shapes and few maps: the code path in seconds
 """
 
 from __future__ import annotations
@@ -163,27 +171,113 @@ def bench_speed(device: torch.device, batch: int, repeats: int, ref_maps: int) -
     return rows
 
 
-def bench_agreement(num_maps: int) -> dict:
-    """Spearman rank agreement of SCS and SC with the reference over varied maps (CPU)."""
-    ours_scs, ours_sc, ref_scs, ref_sc = [], [], [], []
+def voronoi_regions(c: int, h: int, w: int, segments: int, noise: float, seed: int) -> torch.Tensor:
+    """`(C, h, w)` features constant on `segments` Voronoi regions (16 latent dimensions mixed to C), plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.rand(segments, 2, generator=g)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    label = ((torch.stack([yy, xx], -1)[None] - centers[:, None, None]) ** 2).sum(-1).argmin(0)
+    latent = 16
+    z = torch.randn(segments, latent, generator=g)[label].permute(2, 0, 1)
+    z = z + noise * torch.randn(latent, h, w, generator=g)
+    mix = torch.randn(c, latent, generator=g) / math.sqrt(latent)
+    return torch.einsum("cl,lhw->chw", mix, z) + 0.05 * torch.randn(c, h, w, generator=g)
+
+
+def region_images(n: int, size: int, seed: int) -> torch.Tensor:
+    """`(n, 3, size, size)` images in [0, 1]: Voronoi regions of random colours with mild texture and noise."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
+    out = []
+    for i in range(n):
+        segments = 3 + (seed + i) % 9
+        centers = torch.rand(segments, 2, generator=g)
+        label = ((torch.stack([yy, xx], -1)[None] - centers[:, None, None]) ** 2).sum(-1).argmin(0)
+        image = torch.rand(segments, 3, generator=g)[label].permute(2, 0, 1)
+        texture = torch.nn.functional.interpolate(torch.randn(1, 3, size // 8, size // 8, generator=g),
+                                                  size=(size, size), mode="bilinear")[0]
+        out.append((image + 0.08 * texture + 0.03 * torch.randn(3, size, size, generator=g)).clamp(0, 1))
+    return torch.stack(out)
+
+
+ENCODERS = ("timm:model_name=resnet18", "timm:model_name=convnext_atto", "edges:channels=64", "regions:channels=64",
+            "edges:channels=256", "regions:channels=256")
+
+
+def agreement_maps(dry_run: bool = False) -> list[tuple[str, str, torch.Tensor]]:
+    """`(family, name, (C, h, w) features)` of the broad agreement set (a handful of small maps for a dry run)."""
+    from fusionseg.encoders import EncoderSpec
+
+    maps = []
+    grid = ((64,), (32,), (0.3,), (3,)) if dry_run else ((64, 256, 1024), (32, 64, 128), (0.0, 0.3, 1.0, 3.0), (3, 8))
+    seed = 0
+    for c in grid[0]:
+        for side in grid[1]:
+            for noise in grid[2]:
+                for segments in grid[3]:
+                    seed += 1
+                    maps.append(("regions+noise", f"C={c} {side}px noise {noise} {segments} regions",
+                                 voronoi_regions(c, side, side, segments, noise, seed)))
+    for spec in ENCODERS[:1] if dry_run else ENCODERS:
+        encoder = EncoderSpec.parse(spec).build(pretrained=False).eval()
+        for size in (128,) if dry_run else (256, 512):
+            images = region_images(1 if dry_run else 2, size, seed=size + len(spec))
+            with torch.no_grad():
+                feats = encoder(encoder.normalize(images))
+            for stride, f in sorted(feats.items()):
+                if 32 <= min(f.shape[-2:]) <= 128 or (dry_run and min(f.shape[-2:]) >= 8):
+                    for i in range(f.shape[0]):
+                        maps.append(("encoders", f"{spec} {size}px image OS {stride} #{i} (C={f.shape[1]})",
+                                     f[i].clone()))
     shapes = [(64, 32, 32), (256, 32, 32), (128, 48, 48), (256, 64, 64)]
-    for i in range(num_maps):
+    for i in range(2 if dry_run else 24):
         c, h, w = shapes[i % len(shapes)]
-        feat = synthetic_features(c, h, w, seed=100 + i)
-        out = structural_coherence(feat[None])
-        ours_scs.append(float(out["scs"][0]))
-        ours_sc.append(float(out["sc"][0]))
-        sc, scs = reference_sc(feat.numpy())
-        ref_scs.append(scs)
+        maps.append(("varied", f"synthetic_features({c}, {h}, {w}, seed={100 + i})",
+                     synthetic_features(c, h, w, seed=100 + i)))
+    return maps
+
+
+def _spearman(a: list[float], b: list[float]) -> float:
+    return float(spearmanr(a, b).statistic)
+
+
+def bench_agreement(seeds: tuple[int, ...], reference_floor: bool, dry_run: bool = False) -> dict:
+    """Spearman rank agreement of SCS (and SC) with the reference over the broad set (CPU), for each of our seeds."""
+    maps = agreement_maps(dry_run)
+    families = [family for family, _, _ in maps]
+    ref_scs, ref_sc = [], []
+    for _, _, feat in maps:
+        sc, scs_value = reference_sc(feat.numpy())
+        ref_scs.append(scs_value)
         ref_sc.append(sc)
-    return {
-        "num_maps": num_maps,
-        "spearman_scs": float(spearmanr(ours_scs, ref_scs).statistic),
-        "spearman_sc": float(spearmanr(ours_sc, ref_sc).statistic),
-        "max_abs_diff_scs": float(np.max(np.abs(np.array(ours_scs) - np.array(ref_scs)))),
-        "ours_scs": ours_scs,
+    ours = {}
+    for seed in seeds:
+        out = [structural_coherence(feat[None], seed=seed) for _, _, feat in maps]
+        ours[seed] = ([float(o["scs"][0]) for o in out], [float(o["sc"][0]) for o in out])
+    first = ours[seeds[0]][0]
+    per_seed = {str(seed): _spearman(scs_values, ref_scs) for seed, (scs_values, _) in ours.items()}
+    result = {
+        "num_maps": len(maps),
+        "families": {f: families.count(f) for f in dict.fromkeys(families)},
+        "seeds": list(seeds),
+        "spearman_scs": per_seed[str(seeds[0])],
+        "spearman_scs_per_seed": per_seed,
+        "spearman_scs_mean_over_seeds": statistics.mean(per_seed.values()),
+        "spearman_scs_min_over_seeds": min(per_seed.values()),
+        "spearman_sc": _spearman(ours[seeds[0]][1], ref_sc),
+        "spearman_scs_per_family": {f: _spearman([v for v, g in zip(first, families) if g == f],
+                                                 [v for v, g in zip(ref_scs, families) if g == f])
+                                    for f in dict.fromkeys(families)},
+        "max_abs_diff_scs": float(np.max(np.abs(np.array(first) - np.array(ref_scs)))),
+        "mean_abs_diff_scs": float(np.mean(np.abs(np.array(first) - np.array(ref_scs)))),
+        "maps": [name for _, name, _ in maps],
+        "ours_scs": first,
         "reference_scs": ref_scs,
     }
+    if reference_floor:  # the reference against itself: scikit-learn's k-means starts from another seed
+        again = [reference_scs(reference_rows(feat.numpy()), seed=1) for _, _, feat in maps]
+        result["reference_seed1_vs_seed0_spearman_scs"] = _spearman(again, ref_scs)
+    return result
 
 
 def _python() -> str:
@@ -247,20 +341,30 @@ def markdown(result: dict) -> str:
         shape = f"{r['channels']} | {r['h']}x{r['w']}"
         sc, ef = f"{r['sc_ms']:.2f} ({r['sc_min_ms']:.2f})", f"{r['ef_ms']:.1f} ({r['ef_min_ms']:.1f})"
         lines.append(f"| {r['device']} | {shape} | {sc} | {ef} | {ref} | {gain} |")
-    a = result["agreement"]
+    a = result.get("agreement")
     cpu = [r for r in speed if "speedup_sc" in r]
     short = [f"{r['channels']}, {r['h']}x{r['w']}" for r in cpu if r["speedup_sc"] < 20]
-    lines += [
-        "",
-        f"Target: SC at least 20x faster than the reference on CPU (medians); met at {len(cpu) - len(short)} of "
-        f"{len(cpu)} shapes" + (f" (not at {'; '.join(short)})." if short else "."),
-        "",
-        f"Rank agreement with the reference over {a['num_maps']} varied feature maps: "
-        f"Spearman SCS = {a['spearman_scs']:.3f}, SC = {a['spearman_sc']:.3f} "
-        f"(largest SCS difference {a['max_abs_diff_scs']:.3f}).",
-        "",
-    ]
-    return "\n".join(lines)
+    if cpu:
+        lines += [
+            "",
+            f"Target: SC at least 20x faster than the reference on CPU (medians); met at {len(cpu) - len(short)} of "
+            f"{len(cpu)} shapes" + (f" (not at {'; '.join(short)})." if short else "."),
+        ]
+    if a:
+        lines += [
+            "",
+            f"Rank agreement of SCS with the reference over {a['num_maps']} feature maps "
+            f"({', '.join(f'{n} {f}' for f, n in a['families'].items())}): Spearman SCS = "
+            f"**{a['spearman_scs']:.3f}** (seed {a['seeds'][0]}; over seeds {a['seeds']}: mean "
+            f"{a['spearman_scs_mean_over_seeds']:.3f}, min {a['spearman_scs_min_over_seeds']:.3f}), "
+            f"SC = {a['spearman_sc']:.3f}; per family: "
+            + ", ".join(f"{f} {v:.3f}" for f, v in a["spearman_scs_per_family"].items())
+            + f". Largest SCS difference {a['max_abs_diff_scs']:.3f}, mean {a['mean_abs_diff_scs']:.3f}."
+            + (f" The reference against itself (scikit-learn's k-means started from seed 1 instead of 0): "
+               f"Spearman {a['reference_seed1_vs_seed0_spearman_scs']:.3f}, the noise floor of this comparison."
+               if "reference_seed1_vs_seed0_spearman_scs" in a else ""),
+        ]
+    return "\n".join(lines + [""])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -270,18 +374,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=4, help="feature maps per metric call")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--reference-maps", type=int, default=4, help="maps timed with the reference per shape")
-    parser.add_argument("--agreement-maps", type=int, default=24)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                        help="SCS seeds for the agreement (the first is the headline number)")
+    parser.add_argument("--no-reference-floor", action="store_true",
+                        help="skip the reference's agreement with itself under another seed (one more reference pass)")
+    parser.add_argument("--gpu-only", action="store_true", help="only the GPU speed rows: no CPU reference, no agreement")
+    parser.add_argument("--dry-run", action="store_true", help="tiny shapes, few maps: the code path in seconds")
     parser.add_argument("--out", type=Path, default=None,
                         help="output stem (default benchmarks/results/metrics_<device>)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
+    if args.gpu_only and device.type != "cuda":
+        raise SystemExit("--gpu-only needs --device cuda")
+    global SHAPES
+    if args.dry_run:
+        SHAPES = ((32, 16, 16), (64, 32, 32))
+        args.repeats, args.reference_maps, args.seeds = 1, 1, args.seeds[:1]
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)
+    agreement = None
     with threadpool_limits(args.threads):
-        speed = bench_speed(torch.device("cpu"), args.batch, args.repeats, args.reference_maps)
+        speed = [] if args.gpu_only else bench_speed(torch.device("cpu"), args.batch, args.repeats, args.reference_maps)
         if device.type == "cuda":
             speed += bench_speed(device, args.batch, args.repeats, 0)
-        agreement = bench_agreement(args.agreement_maps)
+        if not args.gpu_only:
+            agreement = bench_agreement(tuple(args.seeds), not args.no_reference_floor, args.dry_run)
     result = {
         "command": shlex.join([_python(), "benchmarks/bench_metrics.py", *(sys.argv[1:] if argv is None else argv)]),
         "threads": args.threads,

@@ -44,10 +44,11 @@ def test_the_override_sets_torch_threads_and_idle_threads_sleep(restore_torch_th
     assert env["OMP_WAIT_POLICY"] == "PASSIVE"
 
 
-def test_without_override_torch_gets_the_available_cores(monkeypatch, restore_torch_threads):
-    monkeypatch.setattr(threads, "available_cores", lambda: 1)
-    assert threads.configure_threads({}) == 1
-    assert torch.get_num_threads() == 1
+def test_without_override_torch_gets_half_the_available_cores(monkeypatch, restore_torch_threads):
+    monkeypatch.setattr(threads, "available_cores", lambda: 4)
+    assert threads.configure_threads({}) == 2
+    assert torch.get_num_threads() == 2
+    assert [threads.default_threads(c) for c in (1, 2, 3, 16)] == [1, 1, 1, 8]
 
 
 def test_users_own_settings_stand(restore_torch_threads):

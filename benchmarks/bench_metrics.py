@@ -378,7 +378,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="SCS seeds for the agreement (the first is the headline number)")
     parser.add_argument("--no-reference-floor", action="store_true",
                         help="skip the reference's agreement with itself under another seed (one more reference pass)")
-    parser.add_argument("--gpu-only", action="store_true", help="only the GPU speed rows: no CPU reference, no agreement")
+    parser.add_argument("--gpu-only", action="store_true",
+                        help="only the GPU speed rows: no CPU reference, no agreement")
     parser.add_argument("--dry-run", action="store_true", help="tiny shapes, few maps: the code path in seconds")
     parser.add_argument("--out", type=Path, default=None,
                         help="output stem (default benchmarks/results/metrics_<device>)")

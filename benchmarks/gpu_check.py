@@ -164,7 +164,7 @@ def write_ade20k(root: Path, train: int, val: int, size: int, seed: int = 0) -> 
 
 # -- fit timing --------------------------------------------------------------------------------------------
 class StepStats(Callback):
-    """Wall time of each training step (synchronized on a GPU) and the peak GPU memory; JSON to `$GPU_CHECK_FIT_JSON`."""
+    """Wall time of each training step (synchronized on a GPU), peak GPU memory; JSON to `$GPU_CHECK_FIT_JSON`."""
 
     def __init__(self) -> None:
         self.times: list[float] = []

@@ -146,7 +146,7 @@ def _lloyd(x: Tensor, centers: Tensor, ks: Sequence[int], max_iter: int, tol: Te
 
 
 def _labels(members: Tensor, ks: Sequence[int]) -> Tensor:
-    """Labels `(B, m, G)` from one-hot memberships `(B, sum(ks), m)`: the index of each row's (first) center in its group."""
+    """Labels `(B, m, G)` from one-hot memberships `(B, sum(ks), m)`: each row's (first) center in its group."""
     out, start = [], 0
     for k in ks:
         # The number of leading zeros of a row's one-hot column (argmax over a non-innermost dimension is slow).

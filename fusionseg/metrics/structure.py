@@ -108,7 +108,7 @@ def _sample(n: int, max_samples: int, seed: int, device: torch.device) -> Tensor
 
 
 def _min_cluster_sizes(labels: Tensor, ks: Sequence[int]) -> Tensor:
-    """`(M, L)` size of the smallest cluster of each map under each labeling `labels` `(M, n, L)` into `ks[l]` clusters."""
+    """`(M, L)` size of the smallest cluster of each map under each labeling `labels` `(M, n, L)` (`ks[l]` clusters)."""
     m, _, num = labels.shape
     counts = torch.zeros(m, num, max(ks), dtype=torch.long, device=labels.device)
     counts.scatter_add_(2, labels.transpose(1, 2), torch.ones_like(labels).transpose(1, 2))

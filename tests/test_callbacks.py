@@ -70,6 +70,15 @@ def test_weights_fingerprint_uses_the_file_when_named_else_the_state_dict(tmp_pa
     assert weights_fingerprint(EncoderSpec("edges", {"weights": str(weights)}), a).startswith("file:")
 
 
+def test_profiles_cached_by_older_metric_code_are_not_reused(monkeypatch: pytest.MonkeyPatch) -> None:
+    import fusionseg.metrics
+
+    spec = EncoderSpec.parse("edges")
+    key = profile_key(spec, "state:x", ["a"], (64, 64))
+    monkeypatch.setattr(fusionseg.metrics, "IMPLEMENTATION", fusionseg.metrics.IMPLEMENTATION + 1)
+    assert profile_key(spec, "state:x", ["a"], (64, 64)) != key
+
+
 def test_profile_key_depends_on_encoder_weights_and_images_not_on_id_order():
     spec = EncoderSpec("regions", {"channels": 8})
     key = profile_key(spec, "state:x", ["a", "b"], (64, 64))

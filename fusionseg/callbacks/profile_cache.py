@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fusionseg import metrics
 from fusionseg.encoders.spec import EncoderSpec
 from fusionseg.io_atomic import atomic_write_text
 
@@ -74,6 +75,7 @@ def profile_key(spec: EncoderSpec, fingerprint: str, image_ids: Sequence[str], i
     """Cache key of one encoder's per-image metrics over a set of images."""
     payload = {
         "format": CACHE_FORMAT,
+        "metrics": metrics.IMPLEMENTATION,  # values from older metric code are not reused
         "encoder": str(spec),
         "weights": fingerprint,
         "num_images": len(image_ids),

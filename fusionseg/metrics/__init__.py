@@ -30,7 +30,12 @@ from fusionseg.metrics.pyramid import MAP_SIDE, METRIC_NAMES, feature_metrics, p
 from fusionseg.metrics.silhouette import silhouette_score, subset_silhouettes
 from fusionseg.metrics.structure import sc_gt, scs, sfc, structural_coherence
 
+# Bump when any metric's values change for the same input, so that cached profiles are computed again.
+# 2: SCS clusters with batched k-means++ restarts (scikit-learn's rule) instead of faiss; fcd added.
+IMPLEMENTATION = 2
+
 __all__ = [
+    "IMPLEMENTATION",
     "EF_KEYS",
     "FCD_KEYS",
     "MAP_SIDE",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import math
 
 import pytest
@@ -109,3 +110,20 @@ def test_profile_with_labelled_data_compares_sc_with_sc_gt(tmp_path, capsys):
     assert "Spearman(SC, SC_GT) over 8 encoder x stride points" in capsys.readouterr().out
     assert main([*argv, "--out", str(tmp_path / "b"), "--no-sc-gt"]) == 0
     assert not (tmp_path / "b" / "sc_gt.json").exists()
+
+
+@pytest.mark.slow
+def test_profile_of_a_dataset_with_loader_workers_exits(tmp_path):
+    """Loader workers ignore SIGTERM; one left alive by a half-read loader would hang the process's exit."""
+    import subprocess
+    import sys
+
+    config = tmp_path / "data.yaml"
+    config.write_text("data: {dataset: synthetic, synthetic_val_images: 8, synthetic_image_size: 64, num_workers: 2,"
+                      " eval_batch_size: 2}")
+    argv = [sys.executable, "-m", "fusionseg.cli", "profile", "--data", str(config), "--encoders", "edges:channels=8",
+            "regions:channels=8", "--num-images", "2", "--image-size", "64", "--num-maps", "0", "--no-progress",
+            "--out", str(tmp_path / "out")]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "out" / "sc_gt.json").is_file()

@@ -7,20 +7,12 @@ import shlex
 from pathlib import Path
 
 import pytest
+import torch
 from torch.utils.tensorboard import SummaryWriter
 
-from fusionseg.commands import sweep
-from fusionseg.commands.sweep import (
-    candidate_plans,
-    fit_command,
-    main,
-    parse_stride_sets,
-    plan_name,
-    read_model_setup,
-    read_val_metrics,
-    run_dir,
-    run_result,
-)
+from fusionseg.commands import sweep_runs
+from fusionseg.commands.sweep import candidate_plans, main, parse_stride_sets, plan_name, read_model_setup
+from fusionseg.commands.sweep_runs import fit_command, next_command, read_val_metrics, run_dir, run_result
 from fusionseg.commands.sweep_report import build_report, spearman, spread, write_report
 from fusionseg.encoders.spec import EncoderSpec
 from fusionseg.plan import FusionPlan
@@ -133,7 +125,7 @@ def test_resume_skips_finished_runs_and_reports(tmp_path, monkeypatch, capsys):
     for (plan, miou) in (("master", 30.0), ("os8", 36.0), ("os16", 33.0)):
         for seed in (0, 1):
             _log_val(run_dir(out, plan, seed), 0, 19, miou + seed)
-    monkeypatch.setattr(sweep.subprocess, "call", lambda *a, **k: pytest.fail("a finished run was started again"))
+    monkeypatch.setattr(sweep_runs.subprocess, "call", lambda *a, **k: pytest.fail("a finished run was started again"))
     profile = _profile(tmp_path / "profile.json", {4: 5.0, 8: 9.0, 16: 7.0, 32: 8.0})
     assert main(_argv(out, "--profile", str(profile))) == 0
     report = json.loads((out / "sweep.json").read_text())
@@ -196,7 +188,7 @@ def test_sweep_runs_two_plans_end_to_end(tmp_path, monkeypatch):
     assert all(r["mIoU"]["n"] == 1 for r in report["plans"])
     assert {a["metric"] for a in report["plan_metrics"]} == {"ef", "ef_cc", "fcd"}
     # Run again: everything is finished, nothing is trained.
-    monkeypatch.setattr(sweep.subprocess, "call", lambda *a, **k: pytest.fail("a finished run was started again"))
+    monkeypatch.setattr(sweep_runs.subprocess, "call", lambda *a, **k: pytest.fail("a finished run was started again"))
     assert main(argv) == 0
 
 
@@ -225,7 +217,22 @@ def test_strides_too_small_to_score_are_neither_chosen_nor_ranked(tmp_path):
 
 def test_a_fit_stopped_by_a_signal_stops_the_sweep(tmp_path, monkeypatch, capsys):
     calls = []
-    monkeypatch.setattr(sweep.subprocess, "call", lambda argv, **kw: calls.append(argv) or 143)  # SIGTERM'd
+    monkeypatch.setattr(sweep_runs.subprocess, "call", lambda argv, **kw: calls.append(argv) or 143)  # SIGTERM'd
     profile = _profile(tmp_path / "profile.json", {8: 9.0, 16: 7.0})
     assert main(_argv(tmp_path / "sweep", "--profile", str(profile))) == 143
     assert len(calls) == 1 and "run the same command again to resume" in capsys.readouterr().err
+
+
+def test_a_run_stopped_in_its_final_validation_is_validated_from_last_ckpt(tmp_path):
+    run = tmp_path / "os8" / "seed0"
+    ckpt = run / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"global_step": 20}, ckpt)  # every step done, the final validation never logged
+    action, argv = next_command(DEMO, run, Path("plan.json"), 0, 20, ["--data.num_workers", "0"])
+    assert action == "validating last.ckpt" and argv[0] == "validate" and argv[-2:] == ["--ckpt_path", str(ckpt)]
+    assert run_result(run, 20, "mIoU") is None
+    _log_val(run, 1, 0, 25.0)  # what `fusionseg validate` logs: step 0, after last.ckpt was written
+    assert run_result(run, 20, "mIoU") == {"boundary_mIoU": 12.5, "mIoU": 25.0}
+    torch.save({"global_step": 12}, ckpt)  # an interrupted run resumes instead
+    assert next_command(DEMO, tmp_path / "other", None, 0, 20, [])[0] == "running"
+    assert next_command(DEMO, run, None, 0, 20, [])[0] == "resuming"

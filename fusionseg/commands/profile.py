@@ -128,6 +128,9 @@ def dataset_images(config: str | Path, num_images: int, size: int, skipped: list
     """
     datamodule = build_datamodule(config)
     datamodule.skip_corrupt = True  # a profile needs some readable images, not every one
+    # No loader workers: a loader left half-read keeps its persistent workers, which ignore SIGTERM
+    # (fusionseg.data.workers), so the interpreter's exit would wait on them forever.
+    datamodule.num_workers = 0
     datamodule.setup("validate")
     out: list[Tensor] = []
     batches: Iterator[Any] = iter(datamodule.val_dataloader())

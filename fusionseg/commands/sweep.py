@@ -11,7 +11,8 @@ pyramid (or at the stride sets `--strides` names, `8,16` for two at once). Each 
 runs; each run is an ordinary `fusionseg fit` in `<out>/<plan>/seed<k>` with a hand-written plan JSON
 (`<out>/<plan>/plan.json`, the `FusionPlan` format) as `--model.plan`, `--steps` optimizer steps and one
 validation at the end. Whatever follows `--` is passed to every fit (before the sweep's own settings,
-which win). Running the sweep again skips finished runs and resumes interrupted ones (`--ckpt_path last`).
+which win). Running the sweep again skips finished runs and resumes interrupted ones (`--ckpt_path last`;
+`fusionseg.commands.sweep_runs` decides what each run needs next).
 
 Then the report (`fusionseg.commands.sweep_report`): `<out>/sweep.{md,csv,json,png}` and TensorBoard
 summaries in `<out>/tb`, with the plan metrics' curves over strides from a profile of the encoders
@@ -23,9 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any
 
 import yaml
 
+from fusionseg.commands.sweep_runs import STOPPED, next_command, run_dir, run_fit, run_logged, run_result
 from fusionseg.encoders.spec import EncoderSpec
 from fusionseg.plan import FusionPlan
 from fusionseg.profiling import PLAN_METRICS
@@ -40,8 +40,6 @@ from fusionseg.profiling import PLAN_METRICS
 DEFAULT_STRIDES = ("4", "8", "16", "32")  # the Mask2Former head's pyramid (fusionseg.heads.mask2former.HEAD_STRIDES)
 MASTER_ALONE = "master"
 SETTINGS_FILE = "sweep_settings.json"
-RESULT_FILE = "result.json"
-STOPPED = (130, 143)  # fit's exit codes after Ctrl-C / SIGTERM (last.ckpt saved): the sweep stops too
 
 
 # -- the candidate plans --------------------------------------------------------------------------
@@ -137,75 +135,6 @@ def read_model_setup(config: Path, overrides: Sequence[str]) -> ModelSetup:
     return ModelSetup(master, aux, str(task), max_steps)
 
 
-# -- one run --------------------------------------------------------------------------------------
-def run_dir(out: Path, plan: str, seed: int) -> Path:
-    return out / plan / f"seed{seed}"
-
-
-def last_checkpoint(run: Path) -> Path:
-    return run / "checkpoints" / "last.ckpt"
-
-
-def fit_command(config: Path, run: Path, plan_path: Path | None, seed: int, steps: int,
-                overrides: Sequence[str], resume: bool) -> list[str]:
-    """The `fit` arguments of one run: the user's overrides first, the sweep's settings after them (they win)."""
-    args = ["fit", "--config", str(config), *overrides,
-            "--trainer.default_root_dir", str(run), "--seed_everything", str(seed),
-            "--trainer.max_steps", str(steps), "--trainer.val_check_interval", str(steps),
-            "--trainer.check_val_every_n_epoch", "null"]
-    args += ["--model.aux", "null", "--model.plan", "null"] if plan_path is None else ["--model.plan", str(plan_path)]
-    if resume:
-        args += ["--ckpt_path", "last"]
-    return args
-
-
-def read_val_metrics(run: Path) -> tuple[int, dict[str, float]] | None:
-    """`(step, {"mIoU": ..., ...})`: the run's scalar `val/*` metrics (not the per-class ones) at the last
-    step they were logged, over every TensorBoard event file of the run (resumed runs write several)."""
-    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
-    from tensorboard.util.tensor_util import make_ndarray
-
-    latest: dict[str, tuple[int, float, float]] = {}  # tag -> (step, wall time, value)
-    for path in sorted(run.glob("lightning_logs/*/events.out.tfevents.*")):
-        for event in EventFileLoader(str(path)).Load():  # scalars come as 0-d tensors (TensorBoard's data-compat form)
-            for value in event.summary.value:
-                tag = value.tag
-                if not tag.startswith("val/") or tag.count("/") != 1:
-                    continue
-                kind = value.WhichOneof("value")
-                if kind == "simple_value":
-                    number = float(value.simple_value)
-                elif kind == "tensor" and value.tensor.tensor_shape.dim == []:
-                    number = float(make_ndarray(value.tensor))
-                else:
-                    continue
-                key = (event.step, event.wall_time)
-                if tag not in latest or key >= latest[tag][:2]:
-                    latest[tag] = (event.step, event.wall_time, number)
-    if not latest:
-        return None
-    step = max(s for s, _, _ in latest.values())
-    return step, {tag[len("val/"):]: v for tag, (s, _, v) in sorted(latest.items()) if s == step}
-
-
-def run_result(run: Path, steps: int, headline: str) -> dict[str, float] | None:
-    """The final validation metrics of a finished run, else None.
-
-    A run is finished when its headline metric was logged at the last step (Lightning logs the end-of-run
-    validation at step `steps - 1`); the metrics are then cached in `<run>/result.json`.
-    """
-    cache = run / RESULT_FILE
-    if cache.is_file():
-        stored = json.loads(cache.read_text())
-        if stored.get("steps") == steps:
-            return stored["metrics"]
-    found = read_val_metrics(run)
-    if found is None or found[0] < steps - 1 or headline not in found[1]:
-        return None
-    cache.write_text(json.dumps({"steps": steps, "step": found[0], "metrics": found[1]}, indent=2) + "\n")
-    return found[1]
-
-
 # -- the sweep ------------------------------------------------------------------------------------
 def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     """The sweep's own arguments and, after a lone `--`, the overrides for every fit."""
@@ -278,28 +207,6 @@ def profile_argv(args: argparse.Namespace, setup: ModelSetup) -> list[str]:
             "--no-sc-gt"]
 
 
-def fusionseg_command() -> list[str]:
-    """How this Python runs `fusionseg` (the console script may not be on PATH)."""
-    return [sys.executable, "-m", "fusionseg.cli"]
-
-
-def run_fit(run: Path, argv: Sequence[str], steps: int, headline: str) -> tuple[int, str]:
-    """One `fusionseg fit`, its output appended to `<run>/fit.log`: (exit code, one line on how it went)."""
-    run.mkdir(parents=True, exist_ok=True)
-    start = time.monotonic()
-    with open(run / "fit.log", "a") as log:
-        log.write(f"$ {shlex.join(['fusionseg', *argv])}\n")
-        log.flush()
-        code = subprocess.call([*fusionseg_command(), *argv], stdout=log, stderr=subprocess.STDOUT)
-    if code in STOPPED:
-        return code, f"stopped by a signal (exit code {code}) with last.ckpt saved; see {run / 'fit.log'}"
-    result = run_result(run, steps, headline) if code == 0 else None
-    if result is None:
-        why = f"exit code {code}" if code else f"no final validation of {headline} was logged"
-        return code or 1, f"failed ({why}); see {run / 'fit.log'}"
-    return 0, f"{headline} {result[headline]:.2f} in {time.monotonic() - start:.0f} s"
-
-
 def run_sweep(args: argparse.Namespace) -> int:
     from fusionseg.commands.sweep_report import HEADLINE  # not fusionseg.evaluation: torchmetrics loads slowly
 
@@ -323,17 +230,13 @@ def run_sweep(args: argparse.Namespace) -> int:
             plan.save(out / name / "plan.json")
 
     runs = [(name, seed) for name in plans for seed in range(args.seeds)]
-    todo = []
-    for name, seed in runs:
-        run = run_dir(out, name, seed)
-        if run_result(run, steps, headline) is None:
-            todo.append((name, seed, last_checkpoint(run).is_file()))
+    todo = [(name, seed, *next_command(args.config, run_dir(out, name, seed), plan_paths[name], seed, steps,
+                                       args.overrides))
+            for name, seed in runs if run_result(run_dir(out, name, seed), steps, headline) is None]
     profile_path = args.profile or out / "profile" / "profile.json"
 
     if args.print_commands:
-        for name, seed, resume in todo:
-            argv = fit_command(args.config, run_dir(out, name, seed), plan_paths[name], seed, steps,
-                               args.overrides, resume)
+        for _, _, _, argv in todo:
             print(shlex.join(["fusionseg", *argv]))
         print(f"# then: fusionseg sweep --config {shlex.quote(str(args.config))} --out {shlex.quote(str(out))} "
               "--report-only  (profiles the encoders if needed, and reports)", file=sys.stderr)
@@ -341,19 +244,20 @@ def run_sweep(args: argparse.Namespace) -> int:
 
     if args.profile is None and not profile_path.is_file():
         # Before training: what the plan metrics predict is on record before any result is.
-        print("profiling the encoders for the plan metrics' curves ...", flush=True)
-        from fusionseg.commands.profile import main as profile_main
-
-        if profile_main(profile_argv(args, setup)) != 0:
+        # A `fusionseg profile` of its own, like the fits: its data loader workers end with it.
+        argv = ["profile", *profile_argv(args, setup)]
+        print(f"profiling the encoders for the plan metrics' curves (log: {out / 'profile.log'})", flush=True)
+        code = run_logged(out, argv, "profile.log")
+        if code in STOPPED:
+            return code
+        if code != 0 or not profile_path.is_file():
             print("    the profile failed: the report will have no plan-metric curves", flush=True)
     failed: list[str] = []
     if not args.report_only:
         print(f"sweep: {len(plans)} plans x {args.seeds} seeds, {steps} steps each, in {out}; "
               f"{len(runs) - len(todo)} finished, {len(todo)} to run")
-        for i, (name, seed, resume) in enumerate(todo, 1):
-            argv = fit_command(args.config, run_dir(out, name, seed), plan_paths[name], seed, steps,
-                               args.overrides, resume)
-            print(f"[{i}/{len(todo)}] {name} seed {seed}: {'resuming' if resume else 'running'}", flush=True)
+        for i, (name, seed, action, argv) in enumerate(todo, 1):
+            print(f"[{i}/{len(todo)}] {name} seed {seed}: {action}", flush=True)
             code, message = run_fit(run_dir(out, name, seed), argv, steps, headline)
             print(f"    {message}", flush=True)
             if code in STOPPED:

@@ -60,8 +60,13 @@ def labelled_images(datamodule: Any, num_images: int, size: int) -> tuple[Tensor
     """The first `num_images` validation images `(N, 3, size, size)` in [0, 1] and their segment maps
     `(N, size, size)`, both center-cropped to a square (images bilinear, segments nearest)."""
     datamodule.setup("validate")
+    loader = datamodule.val_dataloader()
+    # Read in this process, not through the loader's workers: persistent workers of a loader left
+    # half-read outlive it, and ignoring SIGTERM (fusionseg.data.workers) they hang the interpreter's exit.
+    dataset, step = loader.dataset, loader.batch_size or 1
     images, segments = [], []
-    for batch in datamodule.val_dataloader():
+    for start in range(0, len(dataset), step):
+        batch = loader.collate_fn([dataset[i] for i in range(start, min(start + step, len(dataset)))])
         for i, target in enumerate(batch.targets):
             h, w = (int(v) for v in batch.image_sizes[i])
             image = batch.images[i, :, :h, :w]
